@@ -1,0 +1,58 @@
+"""The `scalingkit` command line: thin click commands that parse, call the library, and print."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from scalingkit.errors import UserError
+
+DEFAULT_STORE = "store/cube.zarr"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="scalingkit")
+def cli():
+    """Train scaling-law sweeps into a labelled cube and fit scaling laws to it."""
+
+
+def _register_subcommands():
+    # Each command family lives in its own module; importing them here keeps start-up cheap for --help.
+    from scalingkit import cli_fit
+
+    for command in cli_fit.COMMANDS:
+        cli.add_command(command)
+
+
+def main(argv=None):
+    """Entry point: one-line errors, never a traceback (unless SCALINGKIT_DEBUG=1)."""
+    try:
+        _register_subcommands()
+    except ImportError:
+        if os.environ.get("SCALINGKIT_DEBUG"):
+            raise
+    try:
+        cli.main(args=argv, prog_name="scalingkit", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+        if os.environ.get("SCALINGKIT_DEBUG"):
+            raise
+        click.echo(f"internal error: {type(exc).__name__}: {exc} (SCALINGKIT_DEBUG=1 shows the traceback)", err=True)
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
