@@ -1,0 +1,201 @@
+"""The GPT: decoder-only, pre-LayerNorm, rotary position embeddings, tied input/output embedding.
+
+Readable in one sitting, in the style of nanoGPT. Heads = max(4, width / 64) as in the paper; no biases, no
+dropout, 4x GELU MLP (nanoGPT habits; the paper does not say). The parameterisation (how weights are initialised,
+scaled and given learning rates) is a separate object so that a second one (muP) can be added without touching the
+network, and the network is a plain nn.Module so torch.func can stack several variants of one shape later.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int
+    n_layer: int = 2
+    d_model: int = 128
+    context: int = 50
+    mlp_ratio: int = 4
+    rope_base: float = 10_000.0
+
+    @property
+    def n_head(self) -> int:
+        return max(4, self.d_model // 64)
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_head
+
+    def validate(self) -> None:
+        from scalingkit.errors import UserError
+
+        if self.d_model % self.n_head or self.d_head % 2:
+            raise UserError(
+                f"width {self.d_model}: needs width divisible by its {self.n_head} heads with an even head size "
+                "(rotary embeddings rotate pairs of coordinates)"
+            )
+        if self.n_layer < 1 or self.vocab_size < 2 or self.context < 1:
+            raise UserError(f"model shape {asdict(self)} is not a valid GPT")
+
+
+# ---- parameter and FLOP counts: pure functions of the shape, tested against the module ----
+
+def nonembedding_params(n_layer: int, d_model: int, mlp_ratio: int = 4) -> int:
+    """Parameters outside the (tied) embedding: attention 4d^2, MLP 2*ratio*d^2, two LayerNorm gains per layer,
+    plus the final LayerNorm. Independent of the vocabulary, so it labels a model shape across families."""
+    per_layer = 4 * d_model * d_model + 2 * mlp_ratio * d_model * d_model + 2 * d_model
+    return n_layer * per_layer + d_model
+
+
+def total_params(n_layer: int, d_model: int, vocab_size: int, mlp_ratio: int = 4) -> int:
+    """All parameters, the tied embedding counted once (the paper's default N)."""
+    return nonembedding_params(n_layer, d_model, mlp_ratio) + vocab_size * d_model
+
+
+def train_flops_per_token(n_layer: int, d_model: int, vocab_size: int, context: int, mlp_ratio: int = 4) -> float:
+    """Exact matrix-multiply FLOPs of one training token (forward + backward = 3x forward).
+
+    Forward per token: 2 FLOPs per weight of every matmul (QKV, output projection, MLP, readout), plus the attention
+    scores and the weighted sum, 2 * 2 * context * d per layer (computed over the full context, as the kernels do).
+    Norms, softmax and the embedding lookup are lower order and left out, as in Kaplan et al. (2020).
+    """
+    matmul_weights = n_layer * (4 + 2 * mlp_ratio) * d_model * d_model + vocab_size * d_model
+    attention = n_layer * 4 * context * d_model
+    return 3.0 * (2.0 * matmul_weights + attention)
+
+
+# ---- the network ----
+
+def rotary_tables(context: int, d_head: int, base: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / (base ** (torch.arange(0, d_head, 2, device=device, dtype=torch.float32) / d_head))
+    angles = torch.outer(torch.arange(context, device=device, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()  # each (context, d_head / 2)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive coordinate pairs of x (batch, heads, time, d_head) by position-dependent angles."""
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    t = x.shape[-2]
+    cos, sin = cos[:t], sin[:t]
+    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return out.flatten(-2).type_as(x)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head, self.d_head = cfg.n_head, cfg.d_head
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.attn_scale: float | None = None  # None: 1/sqrt(d_head); a parameterisation may override
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=2)
+        q, k, v = (z.view(b, t, self.n_head, self.d_head).transpose(1, 2) for z in (q, k, v))
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.attn_scale)
+        return self.proj(y.transpose(1, 2).reshape(b, t, d))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.d_model, bias=False)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.d_model, bias=False)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin):
+        x = x + self.attn(self.ln_1(x), cos, sin)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model, bias=False)
+        self.readout_scale = 1.0  # multiplies the logits; muP divides by the width ratio
+        cos, sin = rotary_tables(cfg.context, cfg.d_head, cfg.rope_base)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.wte(idx)
+        for block in self.blocks:
+            x = block(x, self.rope_cos, self.rope_sin)
+        x = self.ln_f(x)
+        return F.linear(x, self.wte.weight) * self.readout_scale  # tied readout
+
+    def count_params(self, embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n if embedding else n - self.wte.weight.numel()
+
+
+# ---- parameterisations ----
+
+class StandardParam:
+    """nanoGPT's standard parameterisation: N(0, 0.02) everywhere, residual projections 0.02 / sqrt(2 L),
+    one learning rate for every parameter, weight decay on matrices only."""
+
+    name = "sp"
+    std = 0.02
+
+    def initialise(self, model: GPT, generator: torch.Generator) -> None:
+        n_layer = model.cfg.n_layer
+        for name, p in model.named_parameters():
+            if p.dim() < 2:
+                nn.init.ones_(p)  # LayerNorm gains
+            elif name.endswith("proj.weight"):
+                nn.init.normal_(p, 0.0, self.std / math.sqrt(2 * n_layer), generator=generator)
+            else:
+                nn.init.normal_(p, 0.0, self.std, generator=generator)
+
+    def param_groups(self, model: GPT, lr: float, weight_decay: float) -> list[dict]:
+        decay = [p for p in model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in model.parameters() if p.dim() < 2]
+        return [
+            {"params": decay, "weight_decay": weight_decay, "lr": lr, "lr_scale": 1.0},
+            {"params": no_decay, "weight_decay": 0.0, "lr": lr, "lr_scale": 1.0},
+        ]
+
+
+PARAMETERISATIONS = {"sp": StandardParam}
+
+
+def get_parameterisation(name: str):
+    from scalingkit.errors import UserError
+
+    try:
+        return PARAMETERISATIONS[name]()
+    except KeyError:
+        raise UserError(f"unknown parameterisation {name!r} (known: {', '.join(PARAMETERISATIONS)})") from None
+
+
+def build_model(cfg: GPTConfig, param: str, seed: int) -> tuple[GPT, object]:
+    """A freshly initialised GPT; deterministic for a seed (its own generator, so global RNG state is irrelevant)."""
+    parameterisation = get_parameterisation(param)
+    model = GPT(cfg)
+    generator = torch.Generator().manual_seed(int(seed))
+    parameterisation.initialise(model, generator)
+    return model, parameterisation
