@@ -8,9 +8,6 @@ import click
 
 from scalingkit.errors import UserError
 
-DEFAULT_STORE = "store/cube.zarr"
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="scalingkit")
 def cli():
@@ -19,19 +16,21 @@ def cli():
 
 def _register_subcommands():
     # Each command family lives in its own module; importing them here keeps start-up cheap for --help.
-    from scalingkit import cli_fit
+    from scalingkit import cli_train
 
+    for command in cli_train.COMMANDS:
+        cli.add_command(command)
+    try:
+        from scalingkit import cli_fit
+    except ImportError:  # the statistics layer is optional only while it is being written
+        return
     for command in cli_fit.COMMANDS:
         cli.add_command(command)
 
 
 def main(argv=None):
     """Entry point: one-line errors, never a traceback (unless SCALINGKIT_DEBUG=1)."""
-    try:
-        _register_subcommands()
-    except ImportError:
-        if os.environ.get("SCALINGKIT_DEBUG"):
-            raise
+    _register_subcommands()
     try:
         cli.main(args=argv, prog_name="scalingkit", standalone_mode=False)
     except click.exceptions.Abort:

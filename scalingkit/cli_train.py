@@ -1,0 +1,66 @@
+"""`scalingkit train`, `status` and `table`: thin wrappers over runner, report and store."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+DEFAULT_STORE = "store/cube.zarr"
+store_option = click.option("--store", "store_path", default=DEFAULT_STORE, show_default=True,
+                            help="Path of the cube (a zarr v3 directory).")
+
+
+@click.command()
+@click.argument("sweep_file", required=False, type=click.Path(dir_okay=False))
+@click.option("--fill-missing", is_flag=True, help="Train every planned cell that is not finished yet.")
+@store_option
+@click.option("--workers", default=1, show_default=True, type=int,
+              help="Worker processes (0: train in this process).")
+@click.option("--executor", default="local", show_default=True, type=click.Choice(["local"]),
+              help="Where runs execute.")
+@click.option("--device", default=None, type=click.Choice(["auto", "cpu", "cuda"]),
+              help="Override the sweep's device setting.")
+@click.option("--retry-failed", is_flag=True, help="Also re-run cells whose last attempt failed.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def train(sweep_file, fill_missing, store_path, workers, executor, device, retry_failed, no_progress):
+    """Add SWEEP_FILE's cells to the cube and train what is missing.
+
+    Without SWEEP_FILE, the sweeps the store was filled from are re-planned.
+    """
+    from scalingkit import runner, sweep
+    from scalingkit.errors import UserError
+
+    if not fill_missing:
+        raise UserError("say --fill-missing to train the missing cells (the only mode so far)")
+    sw = sweep.load(sweep_file) if sweep_file else None
+    report = runner.fill_missing(store_path, sw, workers=workers, executor=executor, retry_failed=retry_failed,
+                                 device=device, progress=not no_progress, echo=click.echo)
+    click.echo(report.summary())
+    if report.counts.get("failed"):
+        sys.exit(1)
+
+
+@click.command()
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(store_path, as_json):
+    """What is done, missing, diverged or failed, and how much compute is left."""
+    from scalingkit import report
+
+    summary = report.status_summary(store_path)
+    click.echo(json.dumps(summary, indent=2) if as_json else report.format_status(summary))
+
+
+@click.command()
+@store_option
+@click.option("--n-convention", default="total", show_default=True, type=click.Choice(["total", "nonembedding"]),
+              help="Count embedding parameters in N or not.")
+def table(store_path, n_convention):
+    """Print L(N, D): the best final evaluation loss over learning rates and seeds."""
+    from scalingkit import report
+
+    click.echo(report.format_loss_table(store_path, n_convention))
+
+
+COMMANDS = [train, status, table]

@@ -1,0 +1,251 @@
+"""One training run, from its configuration to its whole loss curve.
+
+The engine knows nothing about stores or sweeps: it takes a RunConfig and a data family, trains one epoch of fresh
+sequences, evaluates on a fixed held-out set at a fixed log-spaced set of steps, and returns a RunResult. A
+callback sees every evaluated point, so a caller can save partial curves while a long run is going.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from scalingkit.model import GPTConfig, build_model, total_params, train_flops_per_token
+
+# Random streams: training walks and the held-out set come from different seed sequences, so no run ever trains on
+# its evaluation data, and every run of a family is evaluated on the same held-out sequences.
+TRAIN_STREAM, EVAL_STREAM = 1, 2
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything about training that is not a cube coordinate. Recorded in the store with every sweep."""
+
+    context: int = 50
+    batch: int = 64
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.02
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # 0 disables clipping
+    eval_points: int = 24
+    eval_sequences: int = 256
+    eval_seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    checkpoint_seconds: float = 30.0  # how often a running run saves its partial curve (0: at every point)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    family: str
+    param: str
+    n_layer: int
+    d_model: int
+    tokens: int  # D, the token budget
+    lr: float
+    seed: int
+    settings: TrainSettings = field(default_factory=TrainSettings)
+
+    @property
+    def steps(self) -> int:
+        return self.tokens // (self.settings.batch * self.settings.context)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["settings"] = self.settings.to_dict()
+        return d
+
+    def config_hash(self, family_spec: dict) -> str:
+        """sha256 of everything that determines the run's result, device excepted."""
+        d = self.to_dict()
+        d["settings"].pop("device")
+        d["settings"].pop("checkpoint_seconds")
+        d["family_spec"] = family_spec
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class RunResult:
+    status: str  # done | diverged
+    steps: np.ndarray  # steps at which the curve was evaluated
+    tokens: np.ndarray
+    train_loss: np.ndarray  # mean training loss over the steps since the previous point
+    eval_loss: np.ndarray
+    lr_now: np.ndarray
+    wall_seconds: float
+    message: str = ""
+
+    @property
+    def final_eval_loss(self) -> float:
+        return float(self.eval_loss[-1]) if self.status == "done" and len(self.eval_loss) else math.nan
+
+
+def eval_steps(total_steps: int, n_points: int) -> np.ndarray:
+    """A fixed log-spaced grid of n_points steps from 1 to total_steps (the last step always included).
+
+    Rounding a geometric grid repeats the small steps, so each step is at least one past the previous one (and
+    leaves room for the rest): exactly n_points points whenever the run has that many steps, all of them otherwise.
+    """
+    n = min(n_points, total_steps)
+    grid = np.geomspace(1, total_steps, n) if n > 1 else np.array([float(total_steps)])
+    steps = np.empty(n, dtype=np.int64)
+    prev = 0
+    for i, g in enumerate(grid):
+        steps[i] = min(max(prev + 1, round(g)), total_steps - (n - 1 - i))
+        prev = steps[i]
+    return steps
+
+
+def learning_rate(step: int, total_steps: int, peak: float, warmup_fraction: float) -> float:
+    """Linear warm-up over the first warmup_fraction of steps, then cosine decay to 0 at the last step."""
+    warmup = max(1, round(warmup_fraction * total_steps))
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def run_facts(cfg: RunConfig, vocab_size: int) -> dict:
+    """Per-run numbers that follow from the configuration alone: parameter counts and FLOPs."""
+    s = cfg.settings
+    tokens_trained = cfg.steps * s.batch * s.context
+    n_total = total_params(cfg.n_layer, cfg.d_model, vocab_size)
+    return {
+        "tokens_trained": tokens_trained,
+        "n_params_total": n_total,
+        "flops_6nd": 6.0 * n_total * tokens_trained,
+        "flops_exact": train_flops_per_token(cfg.n_layer, cfg.d_model, vocab_size, s.context) * tokens_trained,
+    }
+
+
+class Batches:
+    """Fresh training sequences for one run: one epoch, every sequence new (the family samples them)."""
+
+    def __init__(self, family, batch: int, context: int, seed: int, device: torch.device):
+        self.family, self.batch, self.context, self.device = family, batch, context, device
+        self.rng = np.random.default_rng([TRAIN_STREAM, int(seed)])
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        seqs = torch.from_numpy(self.family.sample(self.batch, self.context + 1, self.rng))
+        seqs = seqs.to(self.device, non_blocking=True)
+        return seqs[:, :-1], seqs[:, 1:]
+
+
+def held_out_set(family, settings: TrainSettings) -> np.ndarray:
+    rng = np.random.default_rng([EVAL_STREAM, int(settings.eval_seed)])
+    return family.sample(settings.eval_sequences, settings.context + 1, rng)
+
+
+@torch.no_grad()
+def evaluate(model, seqs: torch.Tensor, batch: int, autocast) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(seqs), batch):
+        chunk = seqs[i : i + batch]
+        with autocast():
+            logits = model(chunk[:, :-1])
+        total += F.cross_entropy(logits.float().flatten(0, 1), chunk[:, 1:].flatten(), reduction="sum").item()
+        count += chunk[:, 1:].numel()
+    model.train()
+    return total / count
+
+
+def train(cfg: RunConfig, family, on_point: Callable[[RunResult], None] | None = None) -> RunResult:
+    """Train one run. `on_point(partial_result)` is called after each evaluation (for partial-curve saving)."""
+    s = cfg.settings
+    if cfg.steps < 1:
+        from scalingkit.errors import UserError
+
+        raise UserError(
+            f"token budget {cfg.tokens} is smaller than one step of {s.batch} x {s.context} tokens"
+        )
+    device = resolve_device(s.device)
+    torch.manual_seed(cfg.seed)  # nothing should draw from the global generator, but keep runs reproducible anyway
+    model_cfg = GPTConfig(vocab_size=family.vocab_size, n_layer=cfg.n_layer, d_model=cfg.d_model, context=s.context)
+    model, parameterisation = build_model(model_cfg, cfg.param, cfg.seed)
+    model.to(device)
+    groups = parameterisation.param_groups(model, cfg.lr, s.weight_decay)
+    optimiser = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(s.betas), eps=s.eps,
+                                  fused=device.type == "cuda")
+    autocast = (
+        (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
+        if device.type == "cuda"
+        else (lambda: torch.autocast("cpu", enabled=False))
+    )
+    eval_seqs = torch.from_numpy(held_out_set(family, s)).to(device)
+    batches = Batches(family, s.batch, s.context, cfg.seed, device)
+    points = eval_steps(cfg.steps, s.eval_points)
+    tokens_per_step = s.batch * s.context
+
+    rec = {"steps": [], "train": [], "eval": [], "lr": []}
+    running, since_last = torch.zeros((), device=device), 0
+    status, message = "done", ""
+    start = time.perf_counter()
+    next_point = 0
+    for step in range(cfg.steps):
+        lr_now = learning_rate(step, cfg.steps, cfg.lr, s.warmup_fraction)
+        for group in optimiser.param_groups:
+            group["lr"] = lr_now * group.get("lr_scale", 1.0)
+        x, y = batches.next()
+        with autocast():
+            logits = model(x)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        if s.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+        optimiser.step()
+        running += loss.detach()
+        since_last += 1
+        done_steps = step + 1
+        at_point = next_point < len(points) and done_steps == points[next_point]
+        if at_point or done_steps % 100 == 0:
+            mean_train = (running / since_last).item()  # one device sync per point, not per step
+            if not math.isfinite(mean_train):
+                status, message = "diverged", f"training loss became {mean_train} at step {done_steps}"
+                break
+        if at_point:
+            rec["steps"].append(done_steps)
+            rec["train"].append(mean_train)
+            rec["eval"].append(evaluate(model, eval_seqs, max(s.batch, 64), autocast))
+            rec["lr"].append(lr_now)
+            running, since_last = torch.zeros((), device=device), 0
+            next_point += 1
+            if not math.isfinite(rec["eval"][-1]):
+                status, message = "diverged", f"evaluation loss became {rec['eval'][-1]} at step {done_steps}"
+                break
+            if on_point is not None:
+                on_point(_result(rec, tokens_per_step, "running", time.perf_counter() - start, ""))
+    return _result(rec, tokens_per_step, status, time.perf_counter() - start, message)
+
+
+def _result(rec: dict, tokens_per_step: int, status: str, wall: float, message: str) -> RunResult:
+    steps = np.asarray(rec["steps"], dtype=np.int64)
+    return RunResult(
+        status=status,
+        steps=steps,
+        tokens=(steps * tokens_per_step).astype(np.float64),
+        train_loss=np.asarray(rec["train"], dtype=np.float64),
+        eval_loss=np.asarray(rec["eval"], dtype=np.float64),
+        lr_now=np.asarray(rec["lr"], dtype=np.float64),
+        wall_seconds=wall,
+        message=message,
+    )

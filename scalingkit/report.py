@@ -1,0 +1,78 @@
+"""What `scalingkit status` and `scalingkit table` print: counts by status, compute left, and L(N, D).
+
+Status reads only the coordinates and the status chunk (no xarray), so it stays fast on large cubes."""
+from __future__ import annotations
+
+import numpy as np
+
+from scalingkit import plan, store
+from scalingkit.store import RUN_DIMS, STATUS, STATUS_CODE
+
+
+def status_summary(path) -> dict:
+    coords, codes = store.read_status(path)
+    group = store._open_group(path)
+    sweeps = plan.stored_sweeps(path)
+    planned = plan.planned_mask(coords, sweeps)
+    n_params = np.asarray(group["n_params"][:], dtype=np.float64)  # (family, N)
+    D = np.asarray(coords["D"], dtype=np.float64)
+    # 6 N D for every cell, broadcast over (family, param, N, D, lr, seed)
+    flops = 6.0 * n_params[:, None, :, None, None, None] * D[None, None, None, :, None, None]
+    flops = np.broadcast_to(flops, codes.shape)
+    out = {"store": str(path), "runs_planned": int(planned.sum()), "by_status": {}, "by_family": {}}
+    for name in STATUS:
+        sel = planned & (codes == STATUS_CODE[name])
+        out["by_status"][name] = int(sel.sum())
+    left = planned & np.isin(codes, [STATUS_CODE["missing"], STATUS_CODE["failed"]])
+    out["flops_left_6nd"] = float(flops[left].sum())
+    out["flops_done_6nd"] = float(flops[planned & (codes == STATUS_CODE["done"])].sum())
+    out["tokens_left"] = float(np.broadcast_to(D[None, None, None, :, None, None], codes.shape)[left].sum())
+    for fi, fam in enumerate(coords["family"]):
+        for pi, par in enumerate(coords["param"]):
+            sub_planned = planned[fi, pi]
+            if not sub_planned.any():
+                continue
+            sub = codes[fi, pi][sub_planned]
+            out["by_family"][f"{fam}/{par}"] = {name: int((sub == STATUS_CODE[name]).sum()) for name in STATUS}
+    out["unplanned_cells"] = int((~planned).sum())
+    out["sizes"] = {d: len(coords[d]) for d in RUN_DIMS}
+    return out
+
+
+def format_status(s: dict) -> str:
+    lines = [f"store {s['store']}: " + " x ".join(f"{v} {k}" for k, v in s["sizes"].items()),
+             f"planned runs: {s['runs_planned']:,}   " + "   ".join(f"{k}: {v:,}" for k, v in s["by_status"].items())]
+    width = max([len("family/param")] + [len(k) for k in s["by_family"]])
+    lines.append(f"{'family/param':<{width}}  " + "  ".join(f"{k:>8}" for k in STATUS))
+    for key, counts in s["by_family"].items():
+        lines.append(f"{key:<{width}}  " + "  ".join(f"{counts[k]:>8,}" for k in STATUS))
+    lines.append(f"compute left: {s['flops_left_6nd']:.3g} FLOPs (6ND), {s['tokens_left']:.3g} tokens; "
+                 f"done: {s['flops_done_6nd']:.3g} FLOPs")
+    return "\n".join(lines)
+
+
+def format_loss_table(path, n_convention: str = "total") -> str:
+    """L(N, D) for every (family, param): rows are model shapes, columns token budgets, cells best loss (best lr)."""
+    ds = store.open_cube(path)
+    best = store.best_loss(ds, n_convention)
+    blocks = []
+    for fam in best["family"].values:
+        floor = float(ds["loss_floor"].sel(family=fam))
+        for par in best["param"].values:
+            sub = best.sel(family=fam, param=par)
+            if int(sub["runs_done"].sum()) == 0:
+                continue
+            head = f"L(N, D) for {fam}/{par}: best final eval loss over lr and seed (loss floor {floor:.4f} nats)"
+            Ds = [int(d) for d in sub["D"].values]
+            rows = [f"{'N':>12} {'width':>6} " + " ".join(f"{f'D={d:.3g}':>18}" for d in Ds)]
+            for n in sub["N"].values:
+                row = sub.sel(N=n)
+                label = f"{float(row['n']):>12.4g} {int(ds['d_model'].sel(N=n)):>6} "
+                cells = []
+                for d in sub["D"].values:
+                    loss = float(row["loss"].sel(D=d))
+                    lr = float(row["best_lr"].sel(D=d))
+                    cells.append(f"{'-':>18}" if np.isnan(loss) else f"{loss:>8.4f} (lr {lr:<6.2g})")
+                rows.append(label + " ".join(cells))
+            blocks.append(head + f"   [N = {n_convention} parameters]\n" + "\n".join(rows))
+    return "\n\n".join(blocks) if blocks else "no finished runs in the cube yet"

@@ -1,0 +1,373 @@
+"""The cube: every run's whole loss curve in one labelled xarray Dataset, stored as zarr v3.
+
+Dimensions: family, param, N, D, lr, seed (the run dimensions) and point (the logged points of a curve).
+`N` labels a model shape by its non-embedding parameter count (independent of the vocabulary), with `n_layer` and
+`d_model` as coordinates on it; the total count, embeddings included, is `n_params(family, N)`.
+
+Who writes what, so that concurrent writers never lose data:
+- the coordinator (one `scalingkit train`) creates the cube, grows dimensions and writes `status`, always holding
+  the store's file lock;
+- a worker writes only its own run's chunks of the curve and per-run variables (one run = one chunk along every
+  run dimension), and never touches `status`, metadata or attributes.
+A run is `done` only once its curve is fully written and the coordinator has recorded it: a worker killed half-way
+leaves `status` at `missing` (possibly with a partial curve, which the next run overwrites).
+
+`status` is an int8 code with CF `flag_values`/`flag_meanings` attributes in one chunk per store rather than one per
+run: `scalingkit status` must read 10,000 runs in well under two seconds, and zarr costs ~0.2 ms per chunk read;
+the lock makes the single chunk safe. `open_cube` decodes it to strings.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from scalingkit.errors import StoreError
+
+SCHEMA_VERSION = 1
+RUN_DIMS = ("family", "param", "N", "D", "lr", "seed")
+STATUS = ("missing", "done", "diverged", "failed")
+STATUS_CODE = {name: code for code, name in enumerate(STATUS)}
+CURVE_VARS = ("step", "tokens", "train_loss", "eval_loss", "lr_now")
+RUN_FLOAT_VARS = ("final_eval_loss", "final_train_loss", "tokens_trained", "flops_6nd", "flops_exact", "wall_seconds")
+RUN_STR_VARS = ("config_hash", "finished_at", "message")
+LABEL_DTYPES = {"family": object, "param": object, "N": np.int64, "D": np.int64, "lr": np.float64, "seed": np.int64}
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One run's coordinates in the cube."""
+
+    family: str
+    param: str
+    N: int
+    D: int
+    lr: float
+    seed: int
+
+    def labels(self) -> tuple:
+        return (self.family, self.param, int(self.N), int(self.D), float(self.lr), int(self.seed))
+
+    def __str__(self) -> str:
+        return f"{self.family}/{self.param}/N={self.N}/D={self.D}/lr={self.lr:g}/seed={self.seed}"
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("scalingkit", "torch", "numpy", "xarray", "zarr", "scipy", "networkx"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def lock(path: str | os.PathLike):
+    """The store's coordinator lock (a file beside the store, so zarr never sees it)."""
+    from filelock import FileLock
+
+    return FileLock(str(Path(path)) + ".lock")
+
+
+# ---------------------------------------------------------------- opening and checking
+
+REQUIRED = (*RUN_DIMS, "point", "status", "n_params", "n_layer", "d_model", *CURVE_VARS, *RUN_FLOAT_VARS,
+            *RUN_STR_VARS)
+
+
+@contextmanager
+def _reading(path):
+    """Any failure to decode the store (bad JSON, a truncated chunk, a wrong codec) becomes one clear StoreError."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as exc:  # zarr and numcodecs raise many types for a damaged store
+        raise StoreError(f"store {path} is corrupted: {type(exc).__name__}: {exc}") from None
+
+
+def _open_group(path, mode="r"):
+    import zarr
+
+    path = Path(path)
+    if not (path / "zarr.json").exists():
+        raise StoreError(f"no cube at {path} (run `scalingkit train SWEEP.toml --fill-missing` to create one)")
+    with _reading(path):
+        group = zarr.open_group(str(path), mode=mode, zarr_format=3)
+        version = group.attrs.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"store {path} has schema version {version!r}; this scalingkit reads {SCHEMA_VERSION}")
+        # look on disk rather than through group listing: zarr lists members concurrently and one bad member
+        # leaves pending tasks that print warnings at exit
+        missing = [v for v in REQUIRED if not (path / v / "zarr.json").exists()]
+        if missing:
+            raise StoreError(f"store {path} is corrupted: missing arrays {', '.join(missing)}")
+        for name in REQUIRED:
+            group[name]  # parses each array's metadata now, not half-way through a command
+    return group
+
+
+def open_cube(path, decode_status: bool = True):
+    """The cube as a lazily loaded xarray Dataset, numeric labels sorted, `status` decoded to strings.
+
+    Equivalent to `xr.open_zarr(path, chunks=None, consolidated=False)` plus those two conveniences."""
+    import xarray as xr
+
+    _open_group(path)  # clear errors before xarray's
+    with _reading(path):
+        ds = xr.open_zarr(str(path), chunks=None, consolidated=False)
+        ds = ds.sortby([d for d in ("N", "D", "lr", "seed") if ds.sizes[d] > 1])
+        codes = ds["status"].values
+    if decode_status:
+        ds["status"] = (ds["status"].dims, np.asarray(STATUS, dtype=object)[codes], {"long_name": "run status"})
+    return ds
+
+
+def read_status(path) -> tuple[dict, np.ndarray]:
+    """(coordinates, status codes) without xarray: the fast path behind `scalingkit status`."""
+    group = _open_group(path)
+    with _reading(path):
+        coords = {d: group[d][:] for d in RUN_DIMS}
+        return coords, np.asarray(group["status"][:])
+
+
+def attrs(path) -> dict:
+    return dict(_open_group(path).attrs)
+
+
+# ---------------------------------------------------------------- creating and growing (coordinator only)
+
+def _template(coords: dict, n_points: int, shapes: dict, n_params: dict, families: dict):
+    """An all-missing Dataset with the cube's variables; zarr writes no chunk that holds only fill values."""
+    import xarray as xr
+
+    run_shape = tuple(len(coords[d]) for d in RUN_DIMS)
+    data = {}
+    for v in CURVE_VARS:
+        data[v] = (RUN_DIMS + ("point",), np.full(run_shape + (n_points,), np.nan))
+    for v in RUN_FLOAT_VARS:
+        data[v] = (RUN_DIMS, np.full(run_shape, np.nan))
+    for v in RUN_STR_VARS:
+        data[v] = (RUN_DIMS, np.full(run_shape, "", dtype=object))
+    data["status"] = (RUN_DIMS, np.zeros(run_shape, dtype=np.int8),
+                      {"flag_values": list(range(len(STATUS))), "flag_meanings": " ".join(STATUS)})
+    data["n_params"] = (("family", "N"), np.array([[n_params[(f, n)] for n in coords["N"]] for f in coords["family"]],
+                                                   dtype=np.int64), {"long_name": "all parameters, tied embedding once"})
+    data["entropy_rate"] = (("family",), np.array([_nan(families[f].get("entropy_rate")) for f in coords["family"]]))
+    data["loss_floor"] = (("family",), np.array([_nan(families[f].get("loss_floor")) for f in coords["family"]]))
+    cds = {d: np.asarray(coords[d], dtype=LABEL_DTYPES[d]) for d in RUN_DIMS}
+    cds["point"] = np.arange(n_points)
+    cds["n_layer"] = ("N", np.array([shapes[n][0] for n in coords["N"]], dtype=np.int64))
+    cds["d_model"] = ("N", np.array([shapes[n][1] for n in coords["N"]], dtype=np.int64))
+    return xr.Dataset(data, coords=cds)
+
+
+def _nan(x):
+    return np.nan if x is None else float(x)
+
+
+def _encoding(ds) -> dict:
+    enc = {}
+    for name, var in ds.data_vars.items():
+        if set(RUN_DIMS) <= set(var.dims) and name != "status":
+            enc[name] = {"chunks": tuple(1 if d in RUN_DIMS else ds.sizes[d] for d in var.dims)}
+    return enc
+
+
+def create(path, coords: dict, n_points: int, shapes: dict, n_params: dict, families: dict, extra_attrs: dict):
+    """Create an empty cube. coords: labels for each run dimension; shapes: N -> (n_layer, d_model);
+    n_params: (family, N) -> total parameter count; families: name -> full specification."""
+    path = Path(path)
+    if path.exists():
+        raise StoreError(f"{path} already exists")
+    ds = _template(coords, n_points, shapes, n_params, families)
+    ds.attrs.update({
+        "schema_version": SCHEMA_VERSION,
+        "title": "scalingkit cube: loss curves of a scaling-law sweep",
+        "n_points": n_points,
+        "families": families,
+        "versions": package_versions(),
+        "created_at": _now(),
+        **extra_attrs,
+    })
+    tmp = path.with_name(path.name + ".creating")
+    shutil.rmtree(tmp, ignore_errors=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.to_zarr(str(tmp), mode="w-", consolidated=False, encoding=_encoding(ds), zarr_format=3)
+    os.replace(tmp, path)  # a cube appears whole or not at all
+
+
+def grow(path, coords: dict, shapes: dict, n_params: dict, families: dict) -> dict:
+    """Append new labels along run dimensions, keeping every stored run: resizing only rewrites array metadata, and
+    since every run dimension is chunked by 1 the existing chunks keep their keys. Returns what was added."""
+    group = _open_group(path, mode="r+")
+    added = {}
+    for dim in RUN_DIMS:
+        have = list(group[dim][:])
+        new = [x for x in coords[dim] if not _contains(have, x)]
+        if not new:
+            continue
+        added[dim] = new
+        start = len(have)
+        for name, arr in group.arrays():
+            dims = arr.metadata.dimension_names or ()
+            if dim in dims:
+                axis = dims.index(dim)
+                shape = list(arr.shape)
+                shape[axis] = start + len(new)
+                arr.resize(tuple(shape))
+        group[dim][start:] = np.asarray(new, dtype=LABEL_DTYPES[dim])
+        if dim == "N":
+            group["n_layer"][start:] = np.array([shapes[n][0] for n in new], dtype=np.int64)
+            group["d_model"][start:] = np.array([shapes[n][1] for n in new], dtype=np.int64)
+    # per-(family, N) and per-family values for every label, new or old (cheap, and keeps them consistent)
+    fam_labels = [str(f) for f in group["family"][:]]
+    n_labels = [int(n) for n in group["N"][:]]
+    group["n_params"][:] = np.array([[n_params.get((f, n), -1) for n in n_labels] for f in fam_labels], dtype=np.int64)
+    known = dict(group.attrs.get("families", {}))
+    known.update(families)
+    group["entropy_rate"][:] = np.array([_nan(known[f].get("entropy_rate")) for f in fam_labels])
+    group["loss_floor"][:] = np.array([_nan(known[f].get("loss_floor")) for f in fam_labels])
+    group.attrs["families"] = known
+    return added
+
+
+def _contains(labels, x) -> bool:
+    if isinstance(x, float):
+        return any(np.isclose(x, y, rtol=1e-12, atol=0) for y in labels)
+    return x in labels
+
+
+def set_attrs(path, **values) -> None:
+    group = _open_group(path, mode="r+")
+    group.attrs.update(values)
+
+
+# ---------------------------------------------------------------- run writes
+
+class RunWriter:
+    """Writes one run's region. Workers use it for curves and per-run values; the coordinator for status."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.group = _open_group(self.path, mode="r+")
+        self._index = {d: {self._key(d, x): i for i, x in enumerate(self.group[d][:])} for d in RUN_DIMS}
+        self.n_points = self.group["point"].shape[0]
+
+    @staticmethod
+    def _key(dim, x):
+        if dim == "lr":
+            return float(f"{float(x):.12g}")
+        if dim in ("family", "param"):
+            return str(x)
+        return int(x)
+
+    def index(self, cell: Cell) -> tuple:
+        try:
+            return tuple(self._index[d][self._key(d, x)] for d, x in zip(RUN_DIMS, cell.labels()))
+        except KeyError:
+            raise StoreError(f"run {cell} is not in the cube at {self.path}") from None
+
+    def write_curve(self, cell: Cell, result) -> None:
+        idx = self.index(cell)
+        n = len(result.steps)
+        if n > self.n_points:
+            raise StoreError(f"run {cell} logged {n} points; the cube holds {self.n_points}")
+        for name, values in (("step", result.steps), ("tokens", result.tokens), ("train_loss", result.train_loss),
+                             ("eval_loss", result.eval_loss), ("lr_now", result.lr_now)):
+            row = np.full(self.n_points, np.nan)
+            row[:n] = values
+            self.group[name][idx] = row
+
+    def write_run_values(self, cell: Cell, values: dict) -> None:
+        idx = self.index(cell)
+        for name, value in values.items():
+            if name in RUN_FLOAT_VARS:
+                self.group[name][idx] = float(value)
+            elif name in RUN_STR_VARS:
+                self.group[name][idx] = str(value)
+            else:
+                raise ValueError(f"{name} is not a per-run variable")
+
+    def write_status(self, cells_status: list[tuple[Cell, str]]) -> None:
+        """Coordinator only, holding the lock: read the status chunk, update, write it back."""
+        arr = self.group["status"]
+        codes = np.asarray(arr[:])
+        for cell, status in cells_status:
+            codes[self.index(cell)] = STATUS_CODE[status]
+        arr[:] = codes
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------- reductions
+
+def best_loss(ds, n_convention: str = "total"):
+    """L(N, D) = min over learning rate and seed of the final evaluation loss of finished runs, with the argmin kept.
+
+    Returns a Dataset over (family, param, N, D) with `loss`, `best_lr`, `best_seed`, `runs_done` and, for the
+    N convention asked for, `n` (the parameter count to fit against)."""
+    import xarray as xr
+
+    done = ds["status"] == "done" if ds["status"].dtype == object else ds["status"] == STATUS_CODE["done"]
+    loss = ds["final_eval_loss"].where(done).load()
+    stacked = loss.stack(variant=("lr", "seed"))
+    valid = stacked.notnull().any("variant")
+    best = stacked.fillna(np.inf).argmin("variant")
+    best_loss_ = stacked.min("variant", skipna=True)
+    variants = stacked["variant"].values
+    best_lr = xr.DataArray(np.array([v[0] for v in variants])[best.values], dims=best.dims, coords=best.coords)
+    best_seed = xr.DataArray(np.array([v[1] for v in variants])[best.values], dims=best.dims, coords=best.coords)
+    out = xr.Dataset({
+        "loss": best_loss_.where(valid),
+        "best_lr": best_lr.where(valid),
+        "best_seed": best_seed.where(valid),
+        "runs_done": done.sum(("lr", "seed")),
+    })
+    out["n"] = _n_convention(ds, n_convention)
+    out.attrs["n_convention"] = n_convention
+    return out
+
+
+def _n_convention(ds, n_convention: str):
+    from scalingkit.errors import UserError
+
+    if n_convention == "total":
+        return ds["n_params"].astype(np.float64)
+    if n_convention == "nonembedding":
+        return (ds["N"] + 0 * ds["n_params"]).astype(np.float64)
+    raise UserError(f"unknown N convention {n_convention!r} (use total or nonembedding)")
+
+
+def loss_table(path, family: str | None = None, param: str | None = None, n_convention: str = "total"):
+    """L(N, D) as a flat table for the fitting code: columns family, param, N, D, loss, best_lr, best_seed.
+
+    N is the parameter count in the chosen convention: 'total' (all parameters, embedding included) or
+    'nonembedding'."""
+    from scalingkit.errors import UserError
+
+    ds = open_cube(path)
+    for dim, value in (("family", family), ("param", param)):
+        if value is not None:
+            if value not in [str(x) for x in ds[dim].values]:
+                raise UserError(f"{dim} {value!r} is not in the cube (have: {', '.join(map(str, ds[dim].values))})")
+            ds = ds.sel({dim: [value]})
+    table = best_loss(ds, n_convention)
+    df = table[["loss", "best_lr", "best_seed", "n"]].to_dataframe().reset_index()
+    df = df.dropna(subset=["loss"]).drop(columns=["N"]).rename(columns={"n": "N"})
+    df["N"] = df["N"].astype(np.int64)
+    df["D"] = df["D"].astype(np.int64)
+    df["family"] = df["family"].astype(str)
+    df["param"] = df["param"].astype(str)
+    return df[["family", "param", "N", "D", "loss", "best_lr", "best_seed"]].reset_index(drop=True)

@@ -1,0 +1,195 @@
+"""Sweep specifications: a TOML file names families and a grid; it expands to cells of the cube.
+
+    name = "er-cpu-demo"
+    [families.er200]            # the family's label in the cube
+    kind = "er"
+    nodes = 200
+    edges = 1000
+    seed = 0
+    [grid]
+    params = ["sp"]
+    layers = [2]
+    widths = [16, 32, 64]
+    tokens = [16000, 64000]     # D, token budgets
+    lrs = [1e-3, 3e-3, 1e-2]
+    seeds = [0]
+    [training]                  # optional; defaults in engine.TrainSettings
+    context = 50
+    batch = 32
+
+Validation names the bad key in a one-line UserError. A store keeps every sweep it was filled from, so
+`train --fill-missing` without a sweep re-plans from them.
+"""
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from scalingkit.engine import RunConfig, TrainSettings
+from scalingkit.errors import UserError
+from scalingkit.model import GPTConfig, nonembedding_params
+from scalingkit.store import Cell
+
+TOP_KEYS = {"name", "description", "families", "grid", "training"}
+GRID_KEYS = {"params": str, "layers": int, "widths": int, "tokens": int, "lrs": float, "seeds": int}
+SETTING_KEYS = {f.name: f.type for f in fields(TrainSettings)}
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    families: dict  # label -> spec table
+    grid: dict  # key -> list
+    settings: TrainSettings
+    source: dict  # the validated table, as stored in the cube
+
+    @property
+    def shapes(self) -> dict:
+        """N label (non-embedding parameter count) -> (n_layer, d_model)."""
+        out = {}
+        for n_layer, width in itertools.product(self.grid["layers"], self.grid["widths"]):
+            n = nonembedding_params(n_layer, width)
+            if n in out and out[n] != (n_layer, width):
+                raise UserError(f"sweep {self.name!r}: shapes {out[n]} and {(n_layer, width)} have the same size N={n}")
+            out[n] = (n_layer, width)
+        return out
+
+    def cells(self) -> list[Cell]:
+        g = self.grid
+        return [
+            Cell(f, p, n, d, lr, s)
+            for f, p, n, d, lr, s in itertools.product(
+                self.families, g["params"], sorted(self.shapes), g["tokens"], g["lrs"], g["seeds"]
+            )
+        ]
+
+    def run_config(self, cell: Cell) -> RunConfig:
+        n_layer, width = self.shapes[cell.N]
+        return RunConfig(family=cell.family, param=cell.param, n_layer=n_layer, d_model=width, tokens=cell.D,
+                         lr=cell.lr, seed=cell.seed, settings=self.settings)
+
+
+def load(path) -> Sweep:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"sweep file {path} does not exist")
+    try:
+        table = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"sweep file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"sweep file {path} is not a text file") from None
+    return from_table(table, default_name=path.stem)
+
+
+def from_table(table: dict, default_name: str = "sweep") -> Sweep:
+    name = str(table.get("name", default_name))
+    where = f"sweep {name!r}"
+    unknown = set(table) - TOP_KEYS
+    if unknown:
+        raise UserError(f"{where}: unknown key {sorted(unknown)[0]!r} (allowed: {', '.join(sorted(TOP_KEYS))})")
+    for key in ("families", "grid"):
+        if not isinstance(table.get(key), dict) or not table[key]:
+            raise UserError(f"{where}: needs a [{key}] table" if key == "grid" else f"{where}: needs [families.NAME] tables")
+    families = {}
+    for label, spec in table["families"].items():
+        if not isinstance(spec, dict):
+            raise UserError(f"{where}: families.{label} must be a table with a 'kind'")
+        families[str(label)] = dict(spec)
+    grid = _validate_grid(table["grid"], where)
+    settings = _validate_settings(table.get("training", {}), where)
+    source = {"name": name, "families": families, "grid": grid, "training": settings.to_dict()}
+    if "description" in table:
+        source["description"] = str(table["description"])
+    sweep = Sweep(name=name, families=families, grid=grid, settings=settings, source=source)
+    _check_buildable(sweep, where)
+    return sweep
+
+
+def _validate_grid(grid: dict, where: str) -> dict:
+    out = {}
+    unknown = set(grid) - set(GRID_KEYS)
+    if unknown:
+        raise UserError(f"{where}: unknown key grid.{sorted(unknown)[0]} (allowed: {', '.join(GRID_KEYS)})")
+    for key, typ in GRID_KEYS.items():
+        values = grid.get(key, [2] if key == "layers" else [0] if key == "seeds" else ["sp"] if key == "params" else None)
+        if values is None:
+            raise UserError(f"{where}: grid.{key} is required")
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{where}: grid.{key} must be a non-empty list")
+        try:
+            converted = [_convert(v, typ) for v in values]
+        except (TypeError, ValueError):
+            raise UserError(f"{where}: grid.{key} must be a list of {typ.__name__} values, got {values!r}") from None
+        if typ is not str and any(v <= 0 for v in converted) and key != "seeds":
+            raise UserError(f"{where}: grid.{key} must be positive, got {values!r}")
+        if len(set(converted)) != len(converted):
+            raise UserError(f"{where}: grid.{key} has repeated values {values!r}")
+        out[key] = converted
+    return out
+
+
+def _convert(v, typ):
+    if isinstance(v, bool):
+        raise TypeError
+    if typ is int:
+        if isinstance(v, float) and not v.is_integer():
+            raise ValueError
+        return int(v)
+    if typ is float:
+        return float(f"{float(v):.12g}")  # one canonical spelling of a learning rate
+    if not isinstance(v, str):
+        raise TypeError
+    return v
+
+
+def _validate_settings(training: dict, where: str) -> TrainSettings:
+    if not isinstance(training, dict):
+        raise UserError(f"{where}: [training] must be a table")
+    unknown = set(training) - set(SETTING_KEYS)
+    if unknown:
+        raise UserError(f"{where}: unknown key training.{sorted(unknown)[0]} (allowed: {', '.join(SETTING_KEYS)})")
+    defaults = TrainSettings()
+    values = {}
+    for key, value in training.items():
+        default = getattr(defaults, key)
+        try:
+            if isinstance(default, tuple):
+                value = tuple(float(x) for x in value)
+                if len(value) != len(default):
+                    raise ValueError
+            elif isinstance(value, bool) or not isinstance(value, (type(default), int)):
+                raise TypeError
+            else:
+                value = type(default)(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{where}: training.{key} = {value!r} is not a valid {type(default).__name__}") from None
+        values[key] = value
+    settings = TrainSettings(**values)
+    for key in ("context", "batch", "eval_points", "eval_sequences"):
+        if getattr(settings, key) < 1:
+            raise UserError(f"{where}: training.{key} must be at least 1")
+    if not 0 <= settings.warmup_fraction < 1:
+        raise UserError(f"{where}: training.warmup_fraction must be in [0, 1)")
+    if settings.device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"{where}: training.device must be auto, cpu or cuda")
+    return settings
+
+
+def _check_buildable(sweep: Sweep, where: str) -> None:
+    from scalingkit.families import build_family
+    from scalingkit.model import get_parameterisation
+
+    for p in sweep.grid["params"]:
+        get_parameterisation(p)
+    for n_layer, width in sweep.shapes.values():
+        GPTConfig(vocab_size=2, n_layer=n_layer, d_model=width, context=sweep.settings.context).validate()
+    per_step = sweep.settings.batch * sweep.settings.context
+    small = [d for d in sweep.grid["tokens"] if d < per_step]
+    if small:
+        raise UserError(f"{where}: grid.tokens {small[0]} is less than one step ({sweep.settings.batch} x "
+                        f"{sweep.settings.context} = {per_step} tokens)")
+    for label, spec in sweep.families.items():
+        build_family(label, spec)  # raises UserError naming the bad key

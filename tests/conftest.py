@@ -1,0 +1,58 @@
+"""Shared helpers: tiny real sweeps (seconds on 2 CPU cores) and a way to run the real CLI."""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCALINGKIT = [sys.executable, "-m", "scalingkit.cli"]
+
+
+def tiny_sweep_text(name="tiny", widths=(16, 32), tokens=(6400, 12800), lrs=(1e-2,), seeds=(0,), extra_training=""):
+    return textwrap.dedent(f"""\
+        name = "{name}"
+        [families.er64]
+        kind = "er"
+        nodes = 64
+        edges = 256
+        seed = 1
+        [grid]
+        widths = {list(widths)}
+        tokens = {list(tokens)}
+        lrs = {list(lrs)}
+        seeds = {list(seeds)}
+        [training]
+        batch = 16
+        context = 20
+        eval_points = 8
+        eval_sequences = 32
+        {extra_training}
+        """)
+
+
+@pytest.fixture
+def write_sweep(tmp_path):
+    def write(text, name="sweep.toml"):
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
+
+
+def run_cli(*args, cwd=None, timeout=300, **popen):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([*SCALINGKIT, *map(str, args)], capture_output=True, text=True, cwd=cwd or REPO,
+                          timeout=timeout, env=env, **popen)
+
+
+def one_line_error(proc):
+    """The CLI's contract for bad input: exit code 2, one line on stderr starting with 'error:', no traceback."""
+    err = proc.stderr.strip()
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    assert err.startswith("error:") and len(err.splitlines()) == 1, err
+    return err

@@ -1,0 +1,149 @@
+"""The cube: creation, round trip, growth that keeps stored runs, concurrent writers, corrupted stores."""
+import multiprocessing as mp
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from conftest import tiny_sweep_text
+from scalingkit import plan, store, sweep
+from scalingkit.engine import RunResult
+from scalingkit.errors import StoreError
+from scalingkit.store import Cell, RunWriter
+
+
+def make_store(tmp_path, text=None):
+    path = tmp_path / "cube.zarr"
+    sw = sweep.from_table(__import__("tomllib").loads(text or tiny_sweep_text()))
+    plan.prepare(path, sw)
+    return path, sw
+
+
+def fake_result(seed, n=5):
+    # a synthetic curve: the store must keep exactly what it is given
+    rng = np.random.default_rng(seed)
+    steps = np.arange(1, n + 1) * 3
+    return RunResult("done", steps, steps * 320.0, rng.random(n) + 2, rng.random(n) + 2, rng.random(n) * 1e-2, 1.5)
+
+
+def test_created_cube_has_the_designed_schema(tmp_path):
+    path, sw = make_store(tmp_path)
+    ds = xr.open_zarr(path, chunks=None, consolidated=False)
+    assert tuple(ds["eval_loss"].dims) == ("family", "param", "N", "D", "lr", "seed", "point")
+    assert tuple(ds["status"].dims) == ("family", "param", "N", "D", "lr", "seed")
+    assert ds["status"].attrs["flag_meanings"] == "missing done diverged failed"
+    assert (ds["status"].values == 0).all()  # everything missing
+    assert np.isnan(ds["eval_loss"].values).all()
+    assert list(ds["d_model"].values) == [16, 32]
+    # N labels the shape without the embedding; n_params counts it
+    assert (ds["n_params"].sel(family="er64").values - ds["N"].values == 64 * ds["d_model"].values).all()
+    assert ds.attrs["schema_version"] == store.SCHEMA_VERSION
+    fam = ds.attrs["families"]["er64"]
+    assert fam["entropy_rate"] == pytest.approx(float(ds["entropy_rate"].sel(family="er64")))
+    assert ds.attrs["sweeps"][0]["name"] == "tiny"
+    assert "torch" in ds.attrs["versions"]
+    # one run = one chunk along every run dimension
+    assert ds["eval_loss"].encoding["chunks"] == (1, 1, 1, 1, 1, 1, 8)
+
+
+def test_round_trip_of_a_run(tmp_path):
+    path, sw = make_store(tmp_path)
+    cell = sw.cells()[1]
+    result = fake_result(0)
+    writer = RunWriter(path)
+    writer.write_curve(cell, result)
+    writer.write_run_values(cell, {"final_eval_loss": 2.5, "config_hash": "abc", "wall_seconds": 1.5})
+    writer.write_status([(cell, "done")])
+    ds = store.open_cube(path)
+    run = ds.sel(family=cell.family, param=cell.param, N=cell.N, D=cell.D, lr=cell.lr, seed=cell.seed)
+    n = len(result.steps)
+    assert np.array_equal(run["eval_loss"].values[:n], result.eval_loss)
+    assert np.array_equal(run["tokens"].values[:n], result.tokens)
+    assert np.isnan(run["eval_loss"].values[n:]).all()
+    assert float(run["final_eval_loss"]) == 2.5 and str(run["config_hash"].values) == "abc"
+    assert run["status"].item() == "done"
+    # every other run untouched
+    others = ds["status"].values.ravel()
+    assert sorted(others) == ["done"] + ["missing"] * (len(others) - 1)
+
+
+def test_growing_keeps_every_stored_run(tmp_path):
+    path, sw = make_store(tmp_path)
+    writer = RunWriter(path)
+    results = {cell: fake_result(i) for i, cell in enumerate(sw.cells())}
+    for cell, res in results.items():
+        writer.write_curve(cell, res)
+    writer.write_status([(c, "done") for c in results])
+    bigger = sweep.from_table(__import__("tomllib").loads(
+        tiny_sweep_text(name="bigger", widths=(16, 24, 32), tokens=(6400, 12800, 3200), lrs=(1e-2, 3e-3))))
+    info = plan.prepare(path, bigger)
+    assert set(info["added"]) == {"N", "D", "lr"}
+    ds = store.open_cube(path)
+    assert list(ds["d_model"].values) == [16, 24, 32]  # open_cube sorts labels
+    assert list(ds["D"].values) == [3200, 6400, 12800]
+    for cell, res in results.items():
+        run = ds.sel(family=cell.family, param=cell.param, N=cell.N, D=cell.D, lr=cell.lr, seed=cell.seed)
+        assert run["status"].item() == "done"
+        assert np.array_equal(run["eval_loss"].values[:5], res.eval_loss)
+    assert (ds["status"] == "done").sum() == len(results)
+    assert len(plan.missing_cells(path, [bigger])) == len(bigger.cells()) - len(results)
+    # both sweeps are remembered
+    assert [s.name for s in plan.stored_sweeps(path)] == ["tiny", "bigger"]
+
+
+def _writer_process(path, cells, seed_offset):
+    writer = RunWriter(path)
+    for i, cell in enumerate(cells):
+        writer.write_curve(cell, fake_result(seed_offset + i))
+        with store.lock(path):
+            RunWriter(path).write_status([(cell, "done")])
+
+
+def test_two_processes_writing_different_runs_lose_nothing(tmp_path):
+    text = tiny_sweep_text(widths=(16, 32), tokens=(6400, 12800, 25600), lrs=(1e-2, 3e-3, 1e-3), seeds=(0, 1))
+    path, sw = make_store(tmp_path, text)
+    cells = sw.cells()  # 36 runs
+    halves = [cells[0::2], cells[1::2]]
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer_process, args=(str(path), halves[k], 1000 * k)) for k in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    ds = store.open_cube(path)
+    assert (ds["status"] == "done").sum() == len(cells)
+    for k in range(2):
+        for i, cell in enumerate(halves[k]):
+            run = ds.sel(family=cell.family, param=cell.param, N=cell.N, D=cell.D, lr=cell.lr, seed=cell.seed)
+            assert np.array_equal(run["eval_loss"].values[:5], fake_result(1000 * k + i).eval_loss)
+
+
+def test_best_loss_keeps_the_argmin(tmp_path):
+    text = tiny_sweep_text(widths=(16,), tokens=(6400,), lrs=(1e-2, 3e-3, 1e-3), seeds=(0, 1))
+    path, sw = make_store(tmp_path, text)
+    writer = RunWriter(path)
+    losses = {}
+    for i, cell in enumerate(sw.cells()):
+        losses[cell] = 3.0 - 0.1 * ((i * 7) % 6)
+        writer.write_run_values(cell, {"final_eval_loss": losses[cell]})
+    done = sw.cells()[:-1]  # the last run is not finished: it must not count even if its loss is lowest
+    writer.write_run_values(sw.cells()[-1], {"final_eval_loss": 0.1})
+    writer.write_status([(c, "done") for c in done])
+    table = store.loss_table(path)
+    best_cell = min(done, key=losses.get)
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row["loss"] == pytest.approx(losses[best_cell])
+    assert row["best_lr"] == pytest.approx(best_cell.lr) and row["best_seed"] == best_cell.seed
+    assert row["N"] == best_cell.N + 64 * 16  # total convention by default
+    assert store.loss_table(path, n_convention="nonembedding").iloc[0]["N"] == best_cell.N
+
+
+def test_corrupted_store_gives_a_store_error(tmp_path):
+    path, _ = make_store(tmp_path)
+    (path / "zarr.json").write_text("{ not json")
+    with pytest.raises(StoreError, match="corrupted"):
+        store.read_status(path)
+    with pytest.raises(StoreError, match="no cube"):
+        store.read_status(tmp_path / "nowhere.zarr")
