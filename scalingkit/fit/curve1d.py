@@ -19,6 +19,8 @@ from scalingkit.errors import UserError
 from scalingkit.fit.base import Estimator, FitResult
 from scalingkit.fit.batchlm import batch_lm
 from scalingkit.fit.huber import mad_delta
+from scalingkit.fit.provenance import provenance
+from scalingkit.fit.threads import blas_single
 from scalingkit.fit.parallel import map_split
 
 
@@ -71,6 +73,7 @@ def multistart(curve: Curve, u, y, delta, n_starts=40):
     return best, costs
 
 
+@blas_single
 def refit_rows(Y: np.ndarray, curve: Curve, u, p0, delta) -> np.ndarray:
     """Refit each row of Y (bootstrap responses) warm-started at p0; NaN rows where a solve fails."""
     P, _, ok = _batch(curve, u, Y, np.tile(p0, (len(Y), 1)), delta)
@@ -126,6 +129,7 @@ class Curve1D(Estimator):
         )
 
     # -- the fit --------------------------------------------------------------------------------------------
+    @blas_single
     def fit(self, x, y=None, loss=None, *, xcol: str = "N", label: str = "") -> FitResult:
         x, y = self._arrays_1d(x, y, xcol=xcol)
         s = self.settings
@@ -134,14 +138,11 @@ class Curve1D(Estimator):
         u = x / x0
         delta = float(s["delta"]) if s["delta"] else mad_delta(y)
         best, costs = multistart(self.curve, u, y, delta, s["starts"])
-        provenance = {
-            "n_points": len(x), "solver": "least_squares(trf, huber), multi-start", "settings": s,
-            "seed": s["seed"], "label": label,
-        }
+        prov = provenance(self.name, "least_squares(trf, huber), multi-start", s, {"x": x, "y": y}, label=label)
         if best is None:
             diag = {"failure": "no start converged", "starts": s["starts"], "delta": delta}
             return FitResult(self.name, dict.fromkeys(names, np.nan), diagnostics=diag, converged=False,
-                             provenance=provenance, state={"names": names, "x0": x0})
+                             provenance=prov, state={"names": names, "x0": x0})
         p = best.x
         theta = self.curve.to_public(p, x0)
         yhat = self.curve.f(p, u)
@@ -155,7 +156,7 @@ class Curve1D(Estimator):
         }
         result = FitResult(
             self.name, dict(zip(names, map(float, theta))), objective=float(best.cost), diagnostics=diag,
-            provenance=provenance, state={"names": names, "x0": x0},
+            provenance=prov, state={"names": names, "x0": x0},
         )
         if s["bootstrap"]:
             self._wild_bootstrap(result, u, y, p, yhat, r, delta, x0)

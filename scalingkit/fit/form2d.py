@@ -1,0 +1,180 @@
+"""What the 2-d forms (Chinchilla, Kaplan) share: multi-start Huber-log fits, convergence verdicts, bootstrap.
+
+A `Form2D` describes one law (log prediction with gradient, parameter maps, starting points); `Estimator2D`
+turns it into an estimator: refine every start with L-BFGS-B (logfit.refine), keep the best, judge convergence
+(gradient norm, agreement of the best starts, optional cross-check) and, if asked, bootstrap over runs.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from scalingkit.errors import UserError
+from scalingkit.fit import bootstrap as bs
+from scalingkit.fit import logfit
+from scalingkit.fit.base import Estimator, FitResult
+from scalingkit.fit.parallel import map_split
+from scalingkit.fit.provenance import provenance
+from scalingkit.fit.threads import blas_single
+
+GRAD_FAIL = 1e-4  # gradient of f/delta (O(1) per point) above this: the optimiser did not reach a minimum
+
+
+class Form2D:
+    name: str
+    names: tuple[str, ...]
+    n_params: int
+    bounds = None  # L-BFGS-B bounds in internal coordinates, or None
+
+    def logpred(self, theta, lN, lD, grad=True):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def to_public(self, theta) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def from_public(self, params: dict) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def derived(self, params: dict, settings: dict) -> dict:
+        return {}
+
+    def starts(self, data: logfit.LogData, settings: dict) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def crosscheck_starts(self, data, settings) -> np.ndarray:
+        return self.starts(data, {**settings, "solver": "lbfgs"})
+
+    def public_vector(self, theta, settings) -> np.ndarray:
+        """Parameters then derived quantities, as one vector (bootstrap draws are rows of these)."""
+        p = self.to_public(theta)
+        return np.array([*p.values(), *self.derived(p, settings).values()], dtype=float)
+
+
+def _best(thetas, objs):
+    objs = np.where(np.isfinite(objs), objs, np.inf)
+    i = int(np.argmin(objs))
+    return thetas[i], objs[i], i
+
+
+@blas_single
+def _distinct_optimum(thetas, objs, theta, rtol=1e-3):
+    """The best refined start that ended somewhere else than `theta` (another local minimum), or None."""
+    far = np.max(np.abs(thetas - theta) / np.maximum(np.abs(theta), 1e-12), axis=1) > rtol
+    ok = far & np.isfinite(objs)
+    return thetas[ok][np.argmin(objs[ok])] if ok.any() else None
+
+
+@blas_single
+def _refit_weighted(W, form: Form2D, data: logfit.LogData, settings, starts):
+    """Refit for each row of weights W (bootstrap counts or leave-one-out masks) from each of `starts`
+    (the estimate, warm start, plus any other local optimum the full fit found); rows of public vectors."""
+    width = len(form.public_vector(starts[0], settings))
+    out = np.full((len(W), width + 1), np.nan)
+    for i, w in enumerate(W):
+        d = data.reweighted(w)
+        best_f, best_t = np.inf, None
+        for t0 in starts:
+            t, f, info = logfit.refine(t0, form.logpred, d, bounds=form.bounds)
+            if np.isfinite(f) and f < best_f and info["grad_norm"] < GRAD_FAIL * max(1.0, w.sum() / len(w)):
+                best_f, best_t = f, t
+        if best_t is not None:
+            out[i, :width] = form.public_vector(best_t, settings)
+            out[i, width] = best_f
+    return out
+
+
+class Estimator2D(Estimator):
+    form: Form2D
+    ndim = 2
+
+    @blas_single
+    def fit(self, N, D=None, loss=None, *, label: str = "") -> FitResult:
+        N, D, L = self._arrays_2d(N, D, loss)
+        s = dict(self.settings)
+        if s.get("budget") is None and "budget" in s:
+            s["budget"] = float(np.max(6.0 * N * D))  # default: the table's largest compute
+        data = logfit.LogData.of(N, D, L)
+        form = self.form
+        if s.get("starts"):
+            starts = np.array([form.from_public(p) for p in s["starts"]], dtype=float)
+            solver = "lbfgs from given starts"
+        else:
+            starts = form.starts(data, s)
+            solver = s.get("solver", "lbfgs")
+        thetas, objs, grads = logfit.refine_many(starts, form.logpred, data, bounds=form.bounds,
+                                                 workers=s.get("workers"))
+        theta, obj, i = _best(thetas, objs)
+        n_agree, spread = logfit.agreement(thetas, objs)
+        diag = {"starts": len(starts), "grad_norm": float(grads[i]), "starts_at_best": n_agree,
+                "best_starts_spread": spread}
+        failures = []
+        if not np.isfinite(obj):
+            failures.append("no start reached a finite objective")
+        if grads[i] > GRAD_FAIL:
+            failures.append(f"gradient norm {grads[i]:.2g} > {GRAD_FAIL:g} at the best point")
+        if len(starts) > 1 and n_agree < 2:
+            failures.append("the best starts disagree (only one start reached the best objective)")
+        if s.get("crosscheck") and not s.get("starts"):
+            failures += self._crosscheck(diag, data, s, theta, obj)
+        params = form.to_public(theta)
+        if not all(np.isfinite(v) for v in params.values()):
+            failures.append("non-finite parameters")
+        prov = provenance(self.name, solver, s, {"N": N, "D": D, "loss": L}, label=label)
+        result = FitResult(self.name, {k: float(v) for k, v in params.items()}, objective=float(obj),
+                           diagnostics=diag, converged=not failures, provenance=prov,
+                           derived=form.derived(params, s))
+        if failures:
+            diag["failure"] = "; ".join(failures)
+            return result
+        if s.get("bootstrap"):
+            alt = _distinct_optimum(thetas, objs, theta)
+            self._bootstrap(result, data, s, theta if alt is None else np.vstack([theta, alt]))
+        return result
+
+    def _crosscheck(self, diag, data, s, theta, obj):
+        starts = self.form.crosscheck_starts(data, s)
+        k = s["crosscheck"]
+        if not isinstance(k, bool) and 0 < int(k) < len(starts):  # an int: an evenly spread subset of the grid
+            starts = starts[np.linspace(0, len(starts) - 1, int(k)).round().astype(int)]
+        thetas, objs, _ = logfit.refine_many(starts, self.form.logpred, data, bounds=self.form.bounds,
+                                             workers=s.get("workers"))
+        t2, o2, _ = _best(thetas, objs)
+        p1, p2 = self.form.to_public(theta), self.form.to_public(t2)
+        diag["crosscheck_starts"] = len(starts)
+        diag["crosscheck_objective"] = float(o2)
+        diag["crosscheck_max_rel_diff"] = float(max(abs(p1[k] - p2[k]) / max(abs(p1[k]), 1e-12) for k in p1))
+        if o2 < obj * (1 - 1e-6) - 1e-15:
+            return [f"the {len(starts)}-start L-BFGS-B cross-check found a lower objective ({o2:.6g} < {obj:.6g})"]
+        return []
+
+    def _bootstrap(self, result: FitResult, data, s, starts):
+        """Bootstrap over runs: resample rows (as counts), refit; percentile and BCa intervals.
+
+        Each refit starts from the estimate (and from a second local optimum if the full fit met one); the
+        leave-one-out jackknife for the BCa acceleration starts from the estimate only.
+        """
+        starts = np.atleast_2d(starts)
+        n = len(data.lL)
+        B = int(s["bootstrap"])
+        counts = np.stack([np.bincount(ix, minlength=n) for ix in bs.resample_indices(s["seed"], B, n)])
+        draws = map_split(_refit_weighted, counts.astype(float), self.form, data, s, starts,
+                          workers=s.get("workers"), min_per_worker=100)[:, :-1]
+        jack = map_split(_refit_weighted, 1.0 - np.eye(n), self.form, data, s, starts[:1],
+                         workers=s.get("workers"), min_per_worker=100)[:, :-1]
+        names = [*result.params, *result.derived]
+        est = np.array([*result.params.values(), *result.derived.values()])
+        alpha = 1 - s["confidence"]
+        plo, phi = bs.percentile_interval(draws, alpha)
+        blo, bhi = bs.bca_interval(est, draws, jack, alpha)
+        pct = {k: (float(a), float(b)) for k, a, b in zip(names, plo, phi)}
+        bca = {k: (float(a), float(b)) for k, a, b in zip(names, blo, bhi)}
+        if s.get("interval", "bca") not in ("bca", "percentile"):
+            raise UserError(f"interval must be bca or percentile, not {s.get('interval')!r}")
+        result.intervals = bca if s.get("interval", "bca") == "bca" else pct
+        se = bs.standard_error(draws)
+        result.diagnostics.update(
+            interval_method=f"bootstrap over runs, {s.get('interval', 'bca')}", bootstrap_draws=B,
+            bootstrap_failed=int(np.sum(~np.all(np.isfinite(draws), axis=1))),
+            **{f"se_{k}": float(v) for k, v in zip(names, se)},
+        )
+        result.diagnostics["intervals_percentile"] = pct
+        result.diagnostics["intervals_bca"] = bca
