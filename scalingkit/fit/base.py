@@ -16,6 +16,7 @@ Contract for a new form (the surrogates follow it too):
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -144,7 +145,11 @@ class FitResult:
             lines.append(f"  objective {_fmt(self.objective)}")
         diag = {k: v for k, v in self.diagnostics.items() if k != "failure" and not isinstance(v, (dict, list))}
         if diag:
-            lines.append("  diagnostics: " + ", ".join(f"{k}={_fmt(v)}" for k, v in diag.items()))
+            text = "diagnostics: " + ", ".join(f"{k}={_fmt(v)}" for k, v in diag.items())
+            lines += textwrap.wrap(text, 110, initial_indent="  ", subsequent_indent="    ")
+        for k, v in self.diagnostics.items():  # nested reports (e.g. the window sensitivity), not the intervals
+            if isinstance(v, dict) and v and not k.startswith("intervals_"):
+                lines.append(f"  {k}: " + ", ".join(f"{a}={_fmt(b)}" for a, b in v.items()))
         return "\n".join(lines)
 
     def __str__(self) -> str:

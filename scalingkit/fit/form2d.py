@@ -16,7 +16,7 @@ from scalingkit.fit.parallel import map_split
 from scalingkit.fit.provenance import provenance
 from scalingkit.fit.threads import blas_single
 
-GRAD_FAIL = 1e-4  # gradient of f/delta (O(1) per point) above this: the optimiser did not reach a minimum
+REL_GRAD_FAIL = 1e-4  # relative gradient (logfit.relative_gradient) above this: not at a minimum
 
 
 class Form2D:
@@ -74,7 +74,7 @@ def _refit_weighted(W, form: Form2D, data: logfit.LogData, settings, starts):
         best_f, best_t = np.inf, None
         for t0 in starts:
             t, f, info = logfit.refine(t0, form.logpred, d, bounds=form.bounds)
-            if np.isfinite(f) and f < best_f and info["grad_norm"] < GRAD_FAIL * max(1.0, w.sum() / len(w)):
+            if np.isfinite(f) and f < best_f and info["rel_grad"] < REL_GRAD_FAIL:
                 best_f, best_t = f, t
         if best_t is not None:
             out[i, :width] = form.public_vector(best_t, settings)
@@ -100,17 +100,17 @@ class Estimator2D(Estimator):
         else:
             starts = form.starts(data, s)
             solver = s.get("solver", "lbfgs")
-        thetas, objs, grads = logfit.refine_many(starts, form.logpred, data, bounds=form.bounds,
-                                                 workers=s.get("workers"))
+        thetas, objs, grads, rels = logfit.refine_many(starts, form.logpred, data, bounds=form.bounds,
+                                                       workers=s.get("workers"))
         theta, obj, i = _best(thetas, objs)
         n_agree, spread = logfit.agreement(thetas, objs)
-        diag = {"starts": len(starts), "grad_norm": float(grads[i]), "starts_at_best": n_agree,
-                "best_starts_spread": spread}
+        diag = {"starts": len(starts), "grad_norm": float(grads[i]), "rel_grad": float(rels[i]),
+                "starts_at_best": n_agree, "best_starts_spread": spread}
         failures = []
         if not np.isfinite(obj):
             failures.append("no start reached a finite objective")
-        if grads[i] > GRAD_FAIL:
-            failures.append(f"gradient norm {grads[i]:.2g} > {GRAD_FAIL:g} at the best point")
+        if not rels[i] <= REL_GRAD_FAIL:
+            failures.append(f"relative gradient {rels[i]:.2g} > {REL_GRAD_FAIL:g} at the best point")
         if len(starts) > 1 and n_agree < 2:
             failures.append("the best starts disagree (only one start reached the best objective)")
         if s.get("crosscheck") and not s.get("starts"):
@@ -135,7 +135,7 @@ class Estimator2D(Estimator):
         k = s["crosscheck"]
         if not isinstance(k, bool) and 0 < int(k) < len(starts):  # an int: an evenly spread subset of the grid
             starts = starts[np.linspace(0, len(starts) - 1, int(k)).round().astype(int)]
-        thetas, objs, _ = logfit.refine_many(starts, self.form.logpred, data, bounds=self.form.bounds,
+        thetas, objs, _, _ = logfit.refine_many(starts, self.form.logpred, data, bounds=self.form.bounds,
                                              workers=s.get("workers"))
         t2, o2, _ = _best(thetas, objs)
         p1, p2 = self.form.to_public(theta), self.form.to_public(t2)

@@ -1,0 +1,199 @@
+"""`scalingkit fit` and `scalingkit compare`: read a table (the cube or a CSV), call the fit library, print, save."""
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import click
+
+DEFAULT_STORE = "store/cube.zarr"
+FORMS = ("powerlaw", "exponential", "chinchilla", "kaplan", "mlp", "kernel")
+
+
+def data_options(fn):
+    """The flags that say where the table comes from (shared by fit and compare)."""
+    options = [
+        click.option("--family", default=None, help="Cube: fit only this data family."),
+        click.option("--param", default=None, help="Cube: fit only this parameterisation (sp or mup)."),
+        click.option("--n-convention", type=click.Choice(["total", "nonembedding"]), default="total",
+                     show_default=True, help="Cube: count all parameters or the non-embedding ones as N."),
+        click.option("--store", "store_path", default=DEFAULT_STORE, show_default=True,
+                     help="Path of the cube; fits are saved in fits/ beside it."),
+        click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False),
+                     help="Fit a CSV table of runs instead of the cube."),
+        click.option("--n-col", default=None, help="CSV column with the parameter count N."),
+        click.option("--d-col", default=None, help="CSV column with the tokens D."),
+        click.option("--c-col", default=None, help="CSV column with the compute C (then D = C / 6N)."),
+        click.option("--loss-col", default="loss", show_default=True, help="CSV column with the loss."),
+        click.option("--group-col", "group_cols", multiple=True,
+                     help="CSV column(s) that split the table into separate fits (repeatable)."),
+        click.option("--drop-top", default=0, show_default=True, type=int,
+                     help="Drop the K highest-loss rows before fitting."),
+        click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw."),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table."),
+        click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+                     help="Directory for the saved results (default: fits/ beside the store)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def load_table(csv_path, store_path, family, param, n_convention, n_col, d_col, c_col, loss_col, group_cols,
+               drop_top):
+    """The table to fit (DataFrame with N, D, loss and group columns) and the names of its group columns."""
+    from scalingkit.errors import UserError
+    from scalingkit.fit import table
+
+    if csv_path:
+        if family or param:
+            raise UserError("--family/--param select from the cube; with --csv use --group-col")
+        if not (n_col or d_col or c_col):
+            raise UserError("with --csv, say which columns hold N and D (--n-col, and --d-col or --c-col)")
+        df = table.read_csv_table(csv_path, n_col=n_col, d_col=d_col, c_col=c_col, loss_col=loss_col,
+                                  group_cols=group_cols, drop_top=drop_top)
+        return df, list(group_cols)
+    if n_col or d_col or c_col or group_cols:
+        raise UserError("--n-col/--d-col/--c-col/--group-col describe a CSV: give --csv FILE")
+    from scalingkit.store import loss_table  # the cube's reader: imported only when the cube is used
+
+    df = loss_table(store_path, family=family, param=param, n_convention=n_convention)
+    if df.empty:
+        raise UserError(f"the cube at {store_path} has no finished runs to fit")
+    table.validate(df)
+    return table.drop_highest(df, drop_top), ["family", "param"]
+
+
+def _groups(df, group_cols):
+    cols = [c for c in group_cols if c in df.columns]
+    if not cols:
+        return [("", df)]
+    return [(",".join(f"{c}={v}" for c, v in zip(cols, key if isinstance(key, tuple) else (key,))), g)
+            for key, g in df.groupby(cols, sort=True)]
+
+
+def _accepted(cls, **candidates):
+    """Only the keyword settings the estimator's constructor takes (the surrogates take fewer)."""
+    params = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in candidates.items() if k in params and v is not None}
+
+
+def _emit(results, as_json, out_dir):
+    from scalingkit.fit.results import save_result
+
+    paths = [save_result(r, out_dir) for r in results]
+    if as_json:
+        docs = [r.to_dict() for r in results]
+        click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=1))
+    else:
+        click.echo("\n\n".join(r.table() for r in results))
+    for p in paths:
+        click.echo(f"saved {p}", err=True)
+
+
+@click.command()
+@click.option("--form", required=True, type=click.Choice(FORMS), help="The law (or surrogate) to fit.")
+@data_options
+@click.option("--bootstrap", default=4000, show_default=True, type=click.IntRange(min=0),
+              help="Bootstrap draws (wild for 1-d forms, over runs for 2-d forms); 0 for none.")
+@click.option("--interval", type=click.Choice(["bca", "percentile"]), default="bca", show_default=True,
+              help="2-d forms: which bootstrap interval to report (both are saved).")
+@click.option("--solver", type=click.Choice(["varpro", "lbfgs"]), default="varpro", show_default=True,
+              help="2-d forms: exponent grid + NNLS + L-BFGS-B, or L-BFGS-B from Hoffmann's 4,500 starts.")
+@click.option("--crosscheck", is_flag=True, help="2-d forms: also run the 4,500-start L-BFGS-B and compare.")
+@click.option("--budget", default=None, type=float,
+              help="2-d forms: compute (FLOPs) for N_opt, D_opt, tokens per parameter (default: largest 6ND).")
+@click.option("--workers", default=None, type=click.IntRange(min=1), help="Processes (default: all cores).")
+def fit(form, family, param, n_convention, store_path, csv_path, n_col, d_col, c_col, loss_col, group_cols,
+        drop_top, seed, as_json, out_dir, bootstrap, interval, solver, crosscheck, budget, workers):
+    """Fit a scaling-law form to the cube's L(N, D) (best over lr and seed) or to a CSV table.
+
+    powerlaw/exponential: 1-d fits L(N) at every D and L(D) at every N, with wild-bootstrap BCa intervals,
+    the exponents' mean and spread, and the power-against-exponential MSE ratio. chinchilla/kaplan: the 2-d
+    law with bootstrap intervals over runs and the implied compute-optimal exponents a, b.
+    Results are saved as JSON (store/fits/ beside the cube, or --out).
+
+    \b
+    Example:
+      scalingkit fit --form chinchilla --csv ../shared/data/chinchilla_epoch.csv \\
+        --n-col "Model Size" --c-col "Training FLOP" --loss-col loss --drop-top 5
+    """
+    from scalingkit.fit import table
+    from scalingkit.fit.forms import ONE_D, estimator_class
+    from scalingkit.fit.results import default_out_dir
+
+    cls = estimator_class(form)  # before reading data: an unavailable form fails fast
+    df, group_cols = load_table(csv_path, store_path, family, param, n_convention, n_col, d_col, c_col,
+                                loss_col, group_cols, drop_top)
+    out_dir = Path(out_dir) if out_dir else default_out_dir(store_path)
+    if form in ONE_D:
+        from scalingkit.fit.slices import fit_slices
+
+        result = fit_slices(df, form, group_cols=group_cols, bootstrap=bootstrap, seed=seed, workers=workers)
+        _emit([result], as_json, out_dir)
+        if not any(r.converged for r in result.results):
+            raise click.ClickException(f"every {form} fit failed (see the diagnostics above)")
+        return
+    table.require_points(df, form, getattr(cls, "min_points", 1), two_d=True)
+    settings = _accepted(cls, bootstrap=bootstrap, seed=seed, workers=workers, interval=interval, solver=solver,
+                         crosscheck=crosscheck or None, budget=budget)
+    results = []
+    for label, g in _groups(df, group_cols):
+        table.require_points(g, f"{form} [{label}]" if label else form, getattr(cls, "min_points", 1), True)
+        results.append(cls(**settings).fit(g["N"].to_numpy(float), g["D"].to_numpy(float),
+                                           g["loss"].to_numpy(float), label=label))
+    _emit(results, as_json, out_dir)
+    failed = [r for r in results if not r.converged]
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {len(results)} {form} fit(s) failed: {failed[0].failure}")
+
+
+@click.command()
+@click.option("--forms", default="chinchilla,kaplan,mlp,kernel", show_default=True,
+              help="Comma-separated 2-d forms to compare.")
+@click.option("--splits", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Random 80/20 train/validation splits.")
+@data_options
+@click.option("--workers", default=None, type=click.IntRange(min=1), help="Processes (default: all cores).")
+def compare(forms, splits, family, param, n_convention, store_path, csv_path, n_col, d_col, c_col, loss_col,
+            group_cols, drop_top, seed, as_json, out_dir, workers):
+    """Put 2-d forms side by side: mean train and validation MSE over random 80/20 splits."""
+    from scalingkit.errors import UserError
+    from scalingkit.fit import table
+    from scalingkit.fit.forms import ONE_D, check_form
+    from scalingkit.fit.provenance import data_hash, package_versions
+    from scalingkit.fit.results import default_out_dir, save_document
+
+    names = [f.strip() for f in forms.split(",") if f.strip()]
+    if not names:
+        raise UserError("--forms is empty")
+    for name in names:
+        check_form(name)
+        if name in ONE_D:
+            raise UserError(f"compare takes 2-d forms; {name!r} is 1-d")
+    try:
+        from scalingkit.fit.compare import compare_forms
+    except ModuleNotFoundError as exc:
+        if exc.name == "scalingkit.fit.compare":
+            raise UserError("the comparison is not available yet (scalingkit.fit.compare is missing)") from None
+        raise
+    df, group_cols = load_table(csv_path, store_path, family, param, n_convention, n_col, d_col, c_col,
+                                loss_col, group_cols, drop_top)
+    out_dir = Path(out_dir) if out_dir else default_out_dir(store_path)
+    docs, texts = [], []
+    for label, g in _groups(df, group_cols):
+        table.require_points(g, "compare", 2, two_d=True)
+        res = compare_forms(g["N"].to_numpy(float), g["D"].to_numpy(float), g["loss"].to_numpy(float),
+                            forms=names, splits=splits, seed=seed, workers=workers)
+        doc = res.to_dict()
+        doc["provenance"] = {"label": label, "data_sha256": data_hash({c: g[c].to_numpy() for c in ("N", "D", "loss")}),
+                             "versions": package_versions(), "seed": seed}
+        docs.append(doc)
+        texts.append((f"[{label}]\n" if label else "") + res.table())
+    for doc in docs:
+        click.echo(f"saved {save_document(doc, 'compare', out_dir)}", err=True)
+    click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=1) if as_json else "\n\n".join(texts))
+
+
+COMMANDS = [fit, compare]

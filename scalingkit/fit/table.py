@@ -1,0 +1,95 @@
+"""Tables in: a CSV of runs (column flags) or the cube's L(N, D) table, validated into columns N, D, loss.
+
+Every problem is a one-line UserError that names the column or the rows at fault.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scalingkit.errors import UserError
+
+
+def _rows(mask: np.ndarray, limit: int = 5) -> str:
+    """1-based data-row numbers where mask is true, shortened."""
+    idx = np.flatnonzero(mask) + 1
+    shown = ", ".join(map(str, idx[:limit]))
+    return shown + (f", ... ({len(idx)} in all)" if len(idx) > limit else "")
+
+
+def read_csv_table(path, *, n_col=None, d_col=None, c_col=None, loss_col="loss", group_cols=(), drop_top=0):
+    """Read `path` and return a DataFrame with N, D (when given) and loss, plus the group columns.
+
+    D comes from `d_col`, or from a compute column `c_col` as D = C / (6 N). `drop_top` drops the rows with
+    the K highest losses (Epoch's standard subset of the Chinchilla table drops 5).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such CSV file: {path}")
+    try:
+        raw = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise UserError(f"cannot read {path} as CSV: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if d_col and c_col:
+        raise UserError("give either --d-col (tokens) or --c-col (compute, D = C/6N), not both")
+    if c_col and not n_col:
+        raise UserError("--c-col needs --n-col (D = C / 6N)")
+    wanted = {"N": n_col, "D": d_col, "C": c_col, "loss": loss_col}
+    wanted = {k: v for k, v in wanted.items() if v}
+    present = list(map(str, raw.columns))
+    for role, col in [*wanted.items(), *(("group", g) for g in group_cols)]:
+        if col not in raw.columns:
+            raise UserError(f"column {col!r} is not in {path.name} (columns: {', '.join(present)})")
+    out = pd.DataFrame({g: raw[g].astype(str) for g in group_cols})
+    for role, col in wanted.items():
+        values = pd.to_numeric(raw[col], errors="coerce")
+        bad = values.isna() & raw[col].notna()
+        if bad.any():
+            raise UserError(f"column {col!r} has non-numeric value(s) in row(s) {_rows(bad.to_numpy())}")
+        out[role] = values.astype(float)
+    if "C" in out:
+        out["D"] = out.pop("C") / (6.0 * out["N"])
+    names = {"N": n_col, "D": d_col or (f"{c_col}/6N" if c_col else None), "loss": loss_col}
+    validate(out, names)
+    return drop_highest(out, drop_top)
+
+
+def validate(df: pd.DataFrame, names: dict | None = None) -> pd.DataFrame:
+    """NaN and non-positive values in N, D, loss are errors (logs of them are taken)."""
+    names = names or {}
+    for role in ("N", "D", "loss"):
+        if role not in df:
+            continue
+        label = names.get(role) or role
+        v = df[role].to_numpy(dtype=float)
+        if np.isnan(v).any():
+            raise UserError(f"column {label!r} has NaN/missing value(s) in row(s) {_rows(np.isnan(v))}")
+        if (v <= 0).any() or np.isinf(v).any():
+            raise UserError(f"column {label!r} must be positive and finite; row(s) {_rows((v <= 0) | np.isinf(v))}")
+    if "loss" not in df:
+        raise UserError("the table has no loss column")
+    return df
+
+
+def drop_highest(df: pd.DataFrame, k: int) -> pd.DataFrame:
+    k = int(k or 0)
+    if k < 0:
+        raise UserError(f"--drop-top must be >= 0, got {k}")
+    if k >= len(df):
+        raise UserError(f"--drop-top {k} would drop all {len(df)} rows")
+    if k == 0:
+        return df.reset_index(drop=True)
+    keep = df["loss"].rank(method="first", ascending=False) > k
+    return df[keep].reset_index(drop=True)
+
+
+def require_points(df: pd.DataFrame, form: str, min_points: int, two_d: bool) -> None:
+    """Too few points or a missing axis for `form` -> one-line error."""
+    if two_d:
+        missing = [c for c in ("N", "D") if c not in df]
+        if missing:
+            raise UserError(f"the {form} form needs N and D (give --n-col and --d-col or --c-col)")
+    if len(df) < min_points:
+        raise UserError(f"too few points for {form}: {len(df)} row(s), need at least {min_points}")
