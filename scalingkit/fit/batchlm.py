@@ -5,7 +5,7 @@ overhead on a 10-point curve, so 4,000 bootstrap refits (plus starts and jackkni
 coverage study of hundreds of trials minutes. Every refit shares the same x, so one Levenberg-Marquardt loop
 on (B, n) arrays does them all together. Huber enters through iteratively reweighted least squares: with
 w = min(1, delta/|r|) the weighted square majorises the Huber loss, so an accepted step never increases it.
-Bounds are kept by clipping the step (a projected, diagonally scaled step is still a descent direction).
+Bounds: parameters held at a bound the gradient pushes against, the rest stepped, then clipped.
 The estimate itself is polished with scipy's bounded trust-region solver; tests check the two agree.
 """
 from __future__ import annotations
@@ -46,6 +46,14 @@ def batch_lm(f, jac, u, Y, P0, delta, lower, upper, M=None, max_iter=200, rtol=1
         H = np.einsum("bni,bnj->bij", JW, J)
         g = np.einsum("bni,bn->bi", JW, R)
         dH = np.einsum("bii->bi", H)
+        # Parameters on a bound that the gradient pushes outward are held there (active set); the others
+        # take the damped Gauss-Newton step. Merely clipping the full step stalls next to a bound.
+        held = ((Pa <= lower) & (g > 0)) | ((Pa >= upper) & (g < 0))
+        if held.any():
+            free = ~held
+            H = H * (free[:, :, None] & free[:, None, :]) + held[:, :, None] * eye
+            g = np.where(held, 0.0, g)
+            dH = np.where(held, 1.0, dH)
         A = H + (lam[act, None] * np.maximum(dH, 1e-12 * (dH.max(axis=1, keepdims=True) + 1e-300)))[..., None] * eye
         try:
             step = np.linalg.solve(A, -g[..., None])[..., 0]

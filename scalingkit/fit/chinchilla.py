@@ -104,7 +104,8 @@ class Chinchilla(Estimator2D):
     evenly spread); starts
     (explicit starting points, dicts of E, A, B, alpha, beta, replacing the solver's own); bootstrap (number of
     resamples of the rows, 0 for none); budget (FLOPs for the derived allocation; default the table's largest
-    6 N D); confidence; seed; workers.
+    6 N D); confidence; seed; workers; interval ("bca" or "percentile" reported, both saved);
+    maxiter (L-BFGS-B iterations per start).
     """
 
     name = "chinchilla"
@@ -112,10 +113,10 @@ class Chinchilla(Estimator2D):
     min_points = 6
 
     def __init__(self, *, solver="varpro", grid=40, refine=8, crosscheck=False, starts=None, bootstrap=0,
-                 budget=None, confidence=0.95, seed=0, workers=None, interval="bca"):
+                 budget=None, confidence=0.95, seed=0, workers=None, interval="bca", maxiter=5000):
         super().__init__(solver=solver, grid=grid, refine=refine, crosscheck=crosscheck, starts=starts,
                          bootstrap=bootstrap, budget=budget, confidence=confidence, seed=seed, workers=workers,
-                         interval=interval)
+                         interval=interval, maxiter=maxiter)
 
 
 @register_form("chinchilla")

@@ -16,7 +16,12 @@ from scalingkit.fit.parallel import map_split
 from scalingkit.fit.provenance import provenance
 from scalingkit.fit.threads import blas_single
 
-REL_GRAD_FAIL = 1e-4  # relative gradient (logfit.relative_gradient) above this: not at a minimum
+REL_GRAD_FAIL = 1e-4  # relative gradient (logfit.relative_gradient) above this: not at a minimum ...
+ABS_GRAD_OK = 1e-6  # ... unless the gradient of f/delta is below this per point (an exact fit: all r ~ 0)
+
+
+def at_minimum(rel_grad: float, grad_norm: float, n: float) -> bool:
+    return bool(rel_grad <= REL_GRAD_FAIL or grad_norm <= ABS_GRAD_OK * n)
 
 
 class Form2D:
@@ -73,8 +78,9 @@ def _refit_weighted(W, form: Form2D, data: logfit.LogData, settings, starts):
         d = data.reweighted(w)
         best_f, best_t = np.inf, None
         for t0 in starts:
-            t, f, info = logfit.refine(t0, form.logpred, d, bounds=form.bounds)
-            if np.isfinite(f) and f < best_f and info["rel_grad"] < REL_GRAD_FAIL:
+            t, f, info = logfit.refine(t0, form.logpred, d, bounds=form.bounds,
+                                       maxiter=settings.get("maxiter", 5000))
+            if np.isfinite(f) and f < best_f and at_minimum(info["rel_grad"], info["grad_norm"], w.sum()):
                 best_f, best_t = f, t
         if best_t is not None:
             out[i, :width] = form.public_vector(best_t, settings)
@@ -101,7 +107,7 @@ class Estimator2D(Estimator):
             starts = form.starts(data, s)
             solver = s.get("solver", "lbfgs")
         thetas, objs, grads, rels = logfit.refine_many(starts, form.logpred, data, bounds=form.bounds,
-                                                       workers=s.get("workers"))
+                                                       workers=s.get("workers"), maxiter=s.get("maxiter", 5000))
         theta, obj, i = _best(thetas, objs)
         n_agree, spread = logfit.agreement(thetas, objs)
         diag = {"starts": len(starts), "grad_norm": float(grads[i]), "rel_grad": float(rels[i]),
@@ -109,7 +115,7 @@ class Estimator2D(Estimator):
         failures = []
         if not np.isfinite(obj):
             failures.append("no start reached a finite objective")
-        if not rels[i] <= REL_GRAD_FAIL:
+        if not at_minimum(rels[i], grads[i], len(L)):
             failures.append(f"relative gradient {rels[i]:.2g} > {REL_GRAD_FAIL:g} at the best point")
         if len(starts) > 1 and n_agree < 2:
             failures.append("the best starts disagree (only one start reached the best objective)")

@@ -107,10 +107,10 @@ class Kaplan(Estimator2D):
     min_points = 5
 
     def __init__(self, *, solver="varpro", grid=16, refine=6, crosscheck=False, starts=None, bootstrap=0,
-                 budget=None, confidence=0.95, seed=0, workers=None, interval="bca"):
+                 budget=None, confidence=0.95, seed=0, workers=None, interval="bca", maxiter=5000):
         super().__init__(solver=solver, grid=grid, refine=refine, crosscheck=crosscheck, starts=starts,
                          bootstrap=bootstrap, budget=budget, confidence=confidence, seed=seed, workers=workers,
-                         interval=interval)
+                         interval=interval, maxiter=maxiter)
 
 
 @register_form("kaplan")

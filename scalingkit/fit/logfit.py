@@ -96,20 +96,21 @@ def refine(theta0, logpred, data: LogData, delta=DELTA, bounds=None, maxiter=500
 
 
 @blas_single
-def _refine_rows(starts, logpred, data, delta, bounds):
+def _refine_rows(starts, logpred, data, delta, bounds, maxiter):
     out = np.full((len(starts), starts.shape[1] + 3), np.nan)
     for i, t0 in enumerate(starts):
-        theta, f, info = refine(t0, logpred, data, delta, bounds)
+        theta, f, info = refine(t0, logpred, data, delta, bounds, maxiter)
         out[i] = np.r_[theta, f, info["grad_norm"], info["rel_grad"]]
     return out
 
 
-def refine_many(starts, logpred, data: LogData, delta=DELTA, bounds=None, workers=None, min_per_worker=200):
+def refine_many(starts, logpred, data: LogData, delta=DELTA, bounds=None, workers=None, min_per_worker=200,
+                maxiter=5000):
     """L-BFGS-B from every start (rows), spread over processes.
 
     Returns (thetas, objectives, grad_norms, relative gradients)."""
     starts = np.atleast_2d(np.asarray(starts, dtype=float))
-    out = map_split(_refine_rows, starts, logpred, data, delta, bounds, workers=workers,
+    out = map_split(_refine_rows, starts, logpred, data, delta, bounds, maxiter, workers=workers,
                     min_per_worker=min_per_worker)
     k = starts.shape[1]
     return out[:, :k], out[:, k], out[:, k + 1], out[:, k + 2]
