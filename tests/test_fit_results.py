@@ -1,0 +1,75 @@
+"""Saved results: JSON with provenance (data hash, form, solver, settings, seed, versions), loadable again."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scalingkit.errors import UserError
+from scalingkit.fit import Chinchilla, FitCollection, PowerLaw, fit_slices, load_result, save_result
+from scalingkit.fit.provenance import data_hash
+
+
+def grid_table(seed=0):
+    rng = np.random.default_rng(seed)
+    N = np.repeat(np.geomspace(1e6, 1e9, 5), 4)
+    D = np.tile(np.geomspace(1e8, 1e11, 4), 5)
+    L = (1.7 + 400.0 * N**-0.34 + 2000.0 * D**-0.37) * np.exp(rng.normal(0, 0.005, len(N)))
+    return pd.DataFrame({"N": N, "D": D, "loss": L})
+
+
+def test_two_d_result_round_trips_with_provenance(tmp_path):
+    df = grid_table()
+    res = Chinchilla(bootstrap=30, seed=5, workers=1).fit(df)
+    path = save_result(res, tmp_path)
+    doc = json.loads(path.read_text())
+    prov = doc["provenance"]
+    assert prov["form"] == "chinchilla" and prov["solver"] == "varpro" and prov["seed"] == 5
+    assert prov["settings"]["bootstrap"] == 30
+    assert prov["data_sha256"] == data_hash({"N": df["N"], "D": df["D"], "loss": df["loss"]})
+    assert {"numpy", "scipy", "pandas", "python"} <= set(prov["versions"])
+    back = load_result(path)
+    assert back.params == res.params and back.intervals == res.intervals and back.derived == res.derived
+    assert np.array_equal(back.predict(df["N"], df["D"]), res.predict(df["N"], df["D"]))
+    assert back.table() == res.table()
+    assert save_result(res, tmp_path) == path  # same data and settings: same file
+
+
+def test_data_hash_changes_with_the_data():
+    df = grid_table()
+    h = data_hash({"N": df["N"], "D": df["D"], "loss": df["loss"]})
+    df.loc[3, "loss"] += 1e-12
+    assert data_hash({"N": df["N"], "D": df["D"], "loss": df["loss"]}) != h
+
+
+def test_collection_of_one_d_fits_round_trips(tmp_path):
+    coll = fit_slices(grid_table(), "powerlaw", bootstrap=50, seed=1)
+    # L(N) at each of 4 D values and L(D) at each of 5 N values
+    assert len(coll.results) == 9
+    assert {r.provenance["axis"] for r in coll.results} == {"N", "D"}
+    assert any(k.startswith("alpha over D") for k in coll.summary)
+    s = coll.summary["alpha over D"]
+    alphas = [r.params["alpha"] for r in coll.results if r.provenance["axis"] == "N"]
+    assert s["mean"] == pytest.approx(np.mean(alphas)) and s["std"] == pytest.approx(np.std(alphas, ddof=1))
+    back = load_result(save_result(coll, tmp_path))
+    assert isinstance(back, FitCollection)
+    assert [r.params for r in back.results] == [r.params for r in coll.results]
+    r0 = back.results[0]
+    x = np.geomspace(1e6, 1e9, 7)
+    assert np.allclose(r0.predict(x), coll.results[0].predict(x))
+
+
+def test_nan_values_are_saved_as_null_and_loaded_as_nan(tmp_path):
+    res = PowerLaw(bootstrap=0).fit(np.geomspace(1, 100, 6), 1 + np.geomspace(1, 100, 6) ** -0.5)
+    res.diagnostics["something"] = float("nan")
+    back = load_result(save_result(res, tmp_path))
+    assert back.diagnostics["something"] is None
+    assert back.params == pytest.approx(res.params)
+
+
+def test_load_errors_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="no fit result"):
+        load_result(tmp_path / "missing.json")
+    (tmp_path / "x.json").write_text('{"kind": "other"}')
+    with pytest.raises(UserError, match="not a scalingkit fit result"):
+        load_result(tmp_path / "x.json")
