@@ -24,7 +24,8 @@ def test_bca_matches_scipy_on_a_skewed_statistic():
     draws = x[idx].var(axis=1, ddof=1)
     jack = np.array([np.delete(x, i).var(ddof=1) for i in range(len(x))])
     lo, hi = bs.bca_interval(x.var(ddof=1), draws, jack, alpha=0.05)
-    ref = stats.bootstrap((x,), lambda a: a.var(ddof=1), n_resamples=B, method="BCa", random_state=2).confidence_interval
+    ref = stats.bootstrap((x,), lambda a: a.var(ddof=1), n_resamples=B, method="BCa",
+                          random_state=2).confidence_interval
     width = ref.high - ref.low
     assert abs(lo - ref.low) < 0.05 * width and abs(hi - ref.high) < 0.05 * width
     # BCa moves away from the percentile interval on this statistic (both ends shift the same way)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from scalingkit.errors import UserError
-from scalingkit.fit import logfit, varpro
+from scalingkit.fit import varpro
 from scalingkit.fit.base import register_form
 from scalingkit.fit.form2d import Form2D, Estimator2D
 
@@ -99,13 +99,15 @@ class ChinchillaForm(Form2D):
 class Chinchilla(Estimator2D):
     """L = E + A/N^alpha + B/D^beta by Huber (delta 1e-3) on log loss, with optional bootstrap over runs.
 
-    Settings: solver "varpro" | "lbfgs"; grid (exponent grid points per axis for varpro); refine (how many
-    grid cells to refine); crosscheck (also run the 4,500-start L-BFGS-B and report the agreement; an int k: k of those starts,
-    evenly spread); starts
-    (explicit starting points, dicts of E, A, B, alpha, beta, replacing the solver's own); bootstrap (number of
-    resamples of the rows, 0 for none); budget (FLOPs for the derived allocation; default the table's largest
-    6 N D); confidence; seed; workers; interval ("bca" or "percentile" reported, both saved);
-    maxiter (L-BFGS-B iterations per start).
+    Settings:
+    - solver: "varpro" (exponent grid + NNLS, then L-BFGS-B on all five) or "lbfgs" (Hoffmann's 4,500 starts);
+    - grid: exponent grid points per axis (varpro); refine: how many grid cells to refine;
+    - crosscheck: also run the 4,500-start L-BFGS-B and report the agreement (an int k: k of those starts,
+      evenly spread); a lower optimum found there marks the fit failed;
+    - starts: explicit starting points (dicts of E, A, B, alpha, beta) replacing the solver's own;
+    - bootstrap: resamples of the rows (0: none); interval: "bca" or "percentile" reported (both saved);
+    - budget: FLOPs for N_opt, D_opt, tokens per parameter (default: the table's largest 6 N D);
+    - confidence, seed, workers (processes; None: all cores), maxiter (L-BFGS-B iterations per start).
     """
 
     name = "chinchilla"

@@ -31,7 +31,8 @@ def read_csv_table(path, *, n_col=None, d_col=None, c_col=None, loss_col="loss",
     try:
         raw = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-        raise UserError(f"cannot read {path} as CSV: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"cannot read {path} as CSV: {reason}") from None
     if d_col and c_col:
         raise UserError("give either --d-col (tokens) or --c-col (compute, D = C/6N), not both")
     if c_col and not n_col:
