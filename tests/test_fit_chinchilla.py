@@ -151,5 +151,7 @@ def test_too_few_points_and_bad_values():
         Chinchilla().fit(N[:5], D[:5], L[:5])
     with pytest.raises(UserError, match="positive"):
         Chinchilla().fit(N, D, np.r_[0.0, L[1:]])
-    with pytest.raises(UserError, match="unknown solver"):
-        Chinchilla(solver="newton").fit(N, D, L)
+    with pytest.raises(UserError, match="solver must be one of varpro, lbfgs"):
+        Chinchilla(solver="newton")
+    with pytest.raises(UserError, match="bootstrap must be >= 0"):
+        Chinchilla(bootstrap=-1)

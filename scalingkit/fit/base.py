@@ -200,6 +200,18 @@ class Estimator:
     def get_settings(self) -> dict:
         return dict(self.settings)
 
+    def _check_settings(self, **choices) -> None:
+        """One-line errors for settings the forms share: bootstrap >= 0, 0 < confidence < 1, named choices."""
+        s = self.settings
+        if "bootstrap" in s and (s["bootstrap"] is None or int(s["bootstrap"]) < 0):
+            raise UserError(f"{self.name}: bootstrap must be >= 0, got {s['bootstrap']!r}")
+        if "confidence" in s and not 0.0 < float(s["confidence"]) < 1.0:
+            raise UserError(f"{self.name}: confidence must be between 0 and 1, got {s['confidence']!r}")
+        for key, allowed in choices.items():
+            if s.get(key) not in allowed:
+                raise UserError(f"{self.name}: {key} must be one of {', '.join(map(str, allowed))}, "
+                                f"not {s.get(key)!r}")
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.settings.items())
         return f"{type(self).__name__}({args})"

@@ -127,6 +127,9 @@ class Curve1D(Estimator):
             leverage_adjust=leverage_adjust, window=window, alternative=alternative, delta=delta,
             names=tuple(names or self.curve.names),
         )
+        self._check_settings(leverage_adjust=("hc3", "hc2", "none"))
+        if int(starts) < 1 or len(self.settings["names"]) != 3:
+            raise UserError(f"{self.name}: starts must be >= 1 and names three parameter names")
 
     # -- the fit --------------------------------------------------------------------------------------------
     @blas_single
@@ -173,8 +176,6 @@ class Curve1D(Estimator):
         if s["leverage_adjust"] in ("hc2", "hc3"):
             h = np.clip(leverage(self.curve.jac(p, u)), 0.0, 0.99)
             resid = r / (np.sqrt(1.0 - h) if s["leverage_adjust"] == "hc2" else (1.0 - h))
-        elif s["leverage_adjust"] != "none":
-            raise UserError(f"leverage_adjust must be hc3, hc2 or none, not {s['leverage_adjust']!r}")
         signs = bs.wild_signs(s["seed"], int(s["bootstrap"]), len(y))
         Y = yhat + signs * resid
         # Batched refits run ~10 us each: only very large jobs are worth spreading over processes.

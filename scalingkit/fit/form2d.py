@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from scalingkit.errors import UserError
 from scalingkit.fit import bootstrap as bs
 from scalingkit.fit import logfit
 from scalingkit.fit.base import Estimator, FitResult
@@ -92,6 +91,10 @@ class Estimator2D(Estimator):
     form: Form2D
     ndim = 2
 
+    def __init__(self, **settings):
+        super().__init__(**settings)
+        self._check_settings(solver=("varpro", "lbfgs"), interval=("bca", "percentile"))
+
     @blas_single
     def fit(self, N, D=None, loss=None, *, label: str = "") -> FitResult:
         N, D, L = self._arrays_2d(N, D, loss)
@@ -173,8 +176,6 @@ class Estimator2D(Estimator):
         blo, bhi = bs.bca_interval(est, draws, jack, alpha)
         pct = {k: (float(a), float(b)) for k, a, b in zip(names, plo, phi)}
         bca = {k: (float(a), float(b)) for k, a, b in zip(names, blo, bhi)}
-        if s.get("interval", "bca") not in ("bca", "percentile"):
-            raise UserError(f"interval must be bca or percentile, not {s.get('interval')!r}")
         result.intervals = bca if s.get("interval", "bca") == "bca" else pct
         se = bs.standard_error(draws)
         result.diagnostics.update(
