@@ -62,7 +62,7 @@ def grid_objective(rows, data: LogData, delta=DELTA):
 
 
 def best_cells(rows, k: int, floor: float = 1e-12):
-    """The k best cells that are local minima of the grid (else simply the k best) as lse starts.
+    """k starting points from the grid: its best local minima and its best cells, as lse vectors.
 
     Start vector (log A, log B, log E, alpha, beta); zero coefficients (NNLS bounds) become a tiny floor.
     """
@@ -73,7 +73,9 @@ def best_cells(rows, k: int, floor: float = 1e-12):
                       for di in (-1, 0, 1) for dj in (-1, 0, 1) if (di, dj) != (0, 0)])
     local = (obj <= neigh.min(axis=0)).ravel() & np.isfinite(rows[:, 5])
     order = np.argsort(rows[:, 5])
-    picked = [i for i in order if local[i]][:k]
+    # Half the starts at distinct grid minima (other basins), the rest at the best cells overall, which sit
+    # around the best minimum, so that its basin gets several starts and their agreement can be checked.
+    picked = [i for i in order if local[i]][: max(1, k // 2)]
     picked += [i for i in order if i not in picked][: k - len(picked)]
     sel = rows[picked]
     scale = np.max(sel[:, 2:5]) if sel.size else 1.0
