@@ -6,74 +6,22 @@ callback sees every evaluated point, so a caller can save partial curves while a
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scalingkit.model import GPTConfig, build_model, total_params, train_flops_per_token
+from scalingkit.config import RunConfig, TrainSettings  # noqa: F401 - re-exported for callers
+from scalingkit.counts import total_params, train_flops_per_token
+from scalingkit.model import GPTConfig, build_model
 
 # Random streams: training walks and the held-out set come from different seed sequences, so no run ever trains on
 # its evaluation data, and every run of a family is evaluated on the same held-out sequences.
 TRAIN_STREAM, EVAL_STREAM = 1, 2
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Everything about training that is not a cube coordinate. Recorded in the store with every sweep."""
-
-    context: int = 50
-    batch: int = 64
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.02
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
-    grad_clip: float = 1.0  # 0 disables clipping
-    eval_points: int = 24
-    eval_sequences: int = 256
-    eval_seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    checkpoint_seconds: float = 30.0  # how often a running run saves its partial curve (0: at every point)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    family: str
-    param: str
-    n_layer: int
-    d_model: int
-    tokens: int  # D, the token budget
-    lr: float
-    seed: int
-    settings: TrainSettings = field(default_factory=TrainSettings)
-
-    @property
-    def steps(self) -> int:
-        return self.tokens // (self.settings.batch * self.settings.context)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["settings"] = self.settings.to_dict()
-        return d
-
-    def config_hash(self, family_spec: dict) -> str:
-        """sha256 of everything that determines the run's result, device excepted."""
-        d = self.to_dict()
-        d["settings"].pop("device")
-        d["settings"].pop("checkpoint_seconds")
-        d["family_spec"] = family_spec
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -86,6 +34,7 @@ class RunResult:
     lr_now: np.ndarray
     wall_seconds: float
     message: str = ""
+    eval_seconds: float = 0.0  # part of wall_seconds spent on the held-out set
 
     @property
     def final_eval_loss(self) -> float:
@@ -199,7 +148,7 @@ def train(cfg: RunConfig, family, on_point: Callable[[RunResult], None] | None =
     running, since_last = torch.zeros((), device=device), 0
     status, message = "done", ""
     start = time.perf_counter()
-    next_point = 0
+    next_point, eval_seconds = 0, 0.0
     for step in range(cfg.steps):
         lr_now = learning_rate(step, cfg.steps, cfg.lr, s.warmup_fraction)
         for group in optimiser.param_groups:
@@ -225,7 +174,9 @@ def train(cfg: RunConfig, family, on_point: Callable[[RunResult], None] | None =
         if at_point:
             rec["steps"].append(done_steps)
             rec["train"].append(mean_train)
+            t_eval = time.perf_counter()
             rec["eval"].append(evaluate(model, eval_seqs, max(s.batch, 64), autocast))
+            eval_seconds += time.perf_counter() - t_eval
             rec["lr"].append(lr_now)
             running, since_last = torch.zeros((), device=device), 0
             next_point += 1
@@ -233,11 +184,11 @@ def train(cfg: RunConfig, family, on_point: Callable[[RunResult], None] | None =
                 status, message = "diverged", f"evaluation loss became {rec['eval'][-1]} at step {done_steps}"
                 break
             if on_point is not None:
-                on_point(_result(rec, tokens_per_step, "running", time.perf_counter() - start, ""))
-    return _result(rec, tokens_per_step, status, time.perf_counter() - start, message)
+                on_point(_result(rec, tokens_per_step, "running", time.perf_counter() - start, "", eval_seconds))
+    return _result(rec, tokens_per_step, status, time.perf_counter() - start, message, eval_seconds)
 
 
-def _result(rec: dict, tokens_per_step: int, status: str, wall: float, message: str) -> RunResult:
+def _result(rec: dict, tokens_per_step: int, status: str, wall: float, message: str, eval_s: float) -> RunResult:
     steps = np.asarray(rec["steps"], dtype=np.int64)
     return RunResult(
         status=status,
@@ -248,4 +199,5 @@ def _result(rec: dict, tokens_per_step: int, status: str, wall: float, message: 
         lr_now=np.asarray(rec["lr"], dtype=np.float64),
         wall_seconds=wall,
         message=message,
+        eval_seconds=eval_s,
     )

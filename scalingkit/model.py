@@ -14,6 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from scalingkit.config import PARAM_NAMES
+from scalingkit.counts import check_shape, n_heads, nonembedding_params, total_params, train_flops_per_token  # noqa: F401
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -26,48 +29,18 @@ class GPTConfig:
 
     @property
     def n_head(self) -> int:
-        return max(4, self.d_model // 64)
+        return n_heads(self.d_model)
 
     @property
     def d_head(self) -> int:
         return self.d_model // self.n_head
 
     def validate(self) -> None:
-        from scalingkit.errors import UserError
+        check_shape(self.n_layer, self.d_model)
+        if self.vocab_size < 2 or self.context < 1:
+            from scalingkit.errors import UserError
 
-        if self.d_model % self.n_head or self.d_head % 2:
-            raise UserError(
-                f"width {self.d_model}: needs width divisible by its {self.n_head} heads with an even head size "
-                "(rotary embeddings rotate pairs of coordinates)"
-            )
-        if self.n_layer < 1 or self.vocab_size < 2 or self.context < 1:
             raise UserError(f"model shape {asdict(self)} is not a valid GPT")
-
-
-# ---- parameter and FLOP counts: pure functions of the shape, tested against the module ----
-
-def nonembedding_params(n_layer: int, d_model: int, mlp_ratio: int = 4) -> int:
-    """Parameters outside the (tied) embedding: attention 4d^2, MLP 2*ratio*d^2, two LayerNorm gains per layer,
-    plus the final LayerNorm. Independent of the vocabulary, so it labels a model shape across families."""
-    per_layer = 4 * d_model * d_model + 2 * mlp_ratio * d_model * d_model + 2 * d_model
-    return n_layer * per_layer + d_model
-
-
-def total_params(n_layer: int, d_model: int, vocab_size: int, mlp_ratio: int = 4) -> int:
-    """All parameters, the tied embedding counted once (the paper's default N)."""
-    return nonembedding_params(n_layer, d_model, mlp_ratio) + vocab_size * d_model
-
-
-def train_flops_per_token(n_layer: int, d_model: int, vocab_size: int, context: int, mlp_ratio: int = 4) -> float:
-    """Exact matrix-multiply FLOPs of one training token (forward + backward = 3x forward).
-
-    Forward per token: 2 FLOPs per weight of every matmul (QKV, output projection, MLP, readout), plus the attention
-    scores and the weighted sum, 2 * 2 * context * d per layer (computed over the full context, as the kernels do).
-    Norms, softmax and the embedding lookup are lower order and left out, as in Kaplan et al. (2020).
-    """
-    matmul_weights = n_layer * (4 + 2 * mlp_ratio) * d_model * d_model + vocab_size * d_model
-    attention = n_layer * 4 * context * d_model
-    return 3.0 * (2.0 * matmul_weights + attention)
 
 
 # ---- the network ----
@@ -181,6 +154,7 @@ class StandardParam:
 
 
 PARAMETERISATIONS = {"sp": StandardParam}
+assert set(PARAMETERISATIONS) == set(PARAM_NAMES)
 
 
 def get_parameterisation(name: str):

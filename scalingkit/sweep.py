@@ -27,9 +27,9 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from scalingkit.engine import RunConfig, TrainSettings
+from scalingkit.config import PARAM_NAMES, RunConfig, TrainSettings
+from scalingkit.counts import check_shape, nonembedding_params
 from scalingkit.errors import UserError
-from scalingkit.model import GPTConfig, nonembedding_params
 from scalingkit.store import Cell
 
 TOP_KEYS = {"name", "description", "families", "grid", "training"}
@@ -84,7 +84,9 @@ def load(path) -> Sweep:
     return from_table(table, default_name=path.stem)
 
 
-def from_table(table: dict, default_name: str = "sweep") -> Sweep:
+def from_table(table: dict, default_name: str = "sweep", check_families: bool = True) -> Sweep:
+    """Validate a sweep table. check_families=False skips building the families (for sweeps already stored in a
+    cube, which were checked when they were added; building a large graph takes seconds)."""
     name = str(table.get("name", default_name))
     where = f"sweep {name!r}"
     unknown = set(table) - TOP_KEYS
@@ -104,7 +106,7 @@ def from_table(table: dict, default_name: str = "sweep") -> Sweep:
     if "description" in table:
         source["description"] = str(table["description"])
     sweep = Sweep(name=name, families=families, grid=grid, settings=settings, source=source)
-    _check_buildable(sweep, where)
+    _check_buildable(sweep, where, check_families)
     return sweep
 
 
@@ -178,18 +180,19 @@ def _validate_settings(training: dict, where: str) -> TrainSettings:
     return settings
 
 
-def _check_buildable(sweep: Sweep, where: str) -> None:
-    from scalingkit.families import build_family
-    from scalingkit.model import get_parameterisation
-
+def _check_buildable(sweep: Sweep, where: str, check_families: bool) -> None:
     for p in sweep.grid["params"]:
-        get_parameterisation(p)
+        if p not in PARAM_NAMES:
+            raise UserError(f"{where}: grid.params: unknown parameterisation {p!r} (known: {', '.join(PARAM_NAMES)})")
     for n_layer, width in sweep.shapes.values():
-        GPTConfig(vocab_size=2, n_layer=n_layer, d_model=width, context=sweep.settings.context).validate()
+        check_shape(n_layer, width)
     per_step = sweep.settings.batch * sweep.settings.context
     small = [d for d in sweep.grid["tokens"] if d < per_step]
     if small:
         raise UserError(f"{where}: grid.tokens {small[0]} is less than one step ({sweep.settings.batch} x "
                         f"{sweep.settings.context} = {per_step} tokens)")
-    for label, spec in sweep.families.items():
-        build_family(label, spec)  # raises UserError naming the bad key
+    if check_families:
+        from scalingkit.families import build_family
+
+        for label, spec in sweep.families.items():
+            build_family(label, spec)  # raises UserError naming the bad key
