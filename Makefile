@@ -14,8 +14,15 @@ $(STAMP): setup.cfg setup.py
 
 venv: $(STAMP)
 
+# The CPU demo: train the embedded ER sweep into store/cube.zarr (a re-run trains only what is missing), print
+# L(N, D), fit power laws in N and D and the Chinchilla surface, and write figures under store/figures/.
 demo: $(STAMP)
-	$(BIN)/scalingkit demo
+	$(BIN)/scalingkit train sweeps/er_cpu_demo.toml --fill-missing --workers 2
+	$(BIN)/scalingkit status
+	$(BIN)/scalingkit table
+	$(BIN)/scalingkit fit --form powerlaw --bootstrap 4000
+	$(BIN)/scalingkit fit --form chinchilla --bootstrap 200
+	$(BIN)/scalingkit plot
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

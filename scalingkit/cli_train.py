@@ -64,3 +64,21 @@ def table(store_path, n_convention):
 
 
 COMMANDS = [train, status, table]
+
+
+@click.command()
+@store_option
+@click.option("--out", "out_dir", default=None, help="Directory for the figures (default: figures/ beside the store).")
+@click.option("--n-convention", default="total", show_default=True, type=click.Choice(["total", "nonembedding"]))
+def plot(store_path, out_dir, n_convention):
+    """Write figures of the cube: loss curves and L(N, D) against N and against D."""
+    from pathlib import Path
+
+    from scalingkit import plots
+
+    out = Path(out_dir) if out_dir else Path(store_path).parent / "figures"
+    for file in plots.plot_cube(store_path, out, n_convention):
+        click.echo(f"wrote {file}")
+
+
+COMMANDS.append(plot)
