@@ -71,27 +71,37 @@ def _children(pid):
     return out
 
 
-def test_worker_killed_mid_run_leaves_cell_missing_and_rerun_completes(tmp_path, write_sweep):
-    # one run long enough to be caught half-way; partial curves are saved at every point
+def _start_long_run(tmp_path, write_sweep):
+    """A one-run sweep long enough to be caught half-way; partial curves are saved at every point."""
     text = tiny_sweep_text(widths=(32,), tokens=(16 * 20 * 3000,), extra_training="checkpoint_seconds = 0.0")
-    sweep_file = write_sweep(text)
     cube = tmp_path / "cube.zarr"
-    proc = subprocess.Popen([*SCALINGKIT, "train", str(sweep_file), "--fill-missing", "--store", str(cube),
+    proc = subprocess.Popen([*SCALINGKIT, "train", str(write_sweep(text)), "--fill-missing", "--store", str(cube),
                              "--workers", "1", "--no-progress"], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 240
-    partial = False
     while time.time() < deadline and proc.poll() is None:
-        if (cube / "zarr.json").exists():
-            try:
-                tokens = zarr.open_group(str(cube), mode="r")["tokens"][0, 0, 0, 0, 0, 0, :]
-                partial = np.isfinite(tokens).sum() >= 3
-            except Exception:
-                partial = False
-        if partial:
-            break
+        try:
+            tokens = zarr.open_group(str(cube), mode="r")["tokens"][0, 0, 0, 0, 0, 0, :]
+            if np.isfinite(tokens).sum() >= 3:
+                return proc, cube
+        except Exception:
+            pass  # the cube is not there yet
         time.sleep(0.2)
-    assert partial, "the run never saved a partial curve"
+    proc.kill()
+    raise AssertionError("the run never saved a partial curve")
+
+
+def _assert_left_missing_then_rerun_completes(cube):
+    assert status_counts(cube) == {"missing": 1}  # never a half-written `done`
+    assert "missing: 1" in run_cli("status", "--store", cube).stdout
+    rerun = run_cli("train", "--fill-missing", "--store", cube, "--no-progress")
+    assert rerun.returncode == 0, rerun.stderr
+    assert status_counts(cube) == {"done": 1}
+    assert np.isfinite(store.open_cube(cube)["eval_loss"].values).sum() == 8  # the whole curve, rewritten
+
+
+def test_worker_killed_mid_run_leaves_cell_missing_and_rerun_completes(tmp_path, write_sweep):
+    proc, cube = _start_long_run(tmp_path, write_sweep)
     workers = [c for c in _children(proc.pid) if "resource_tracker" not in Path(f"/proc/{c}/cmdline").read_text()]
     assert workers, "no worker process found"
     for w in workers:
@@ -99,13 +109,16 @@ def test_worker_killed_mid_run_leaves_cell_missing_and_rerun_completes(tmp_path,
     out, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
     assert "Traceback" not in err and "worker process died" in err
-    assert status_counts(cube) == {"missing": 1}  # never a half-written `done`
-    assert run_cli("status", "--store", cube).stdout.count("missing: 1") == 1
-    rerun = run_cli("train", "--fill-missing", "--store", cube, "--no-progress")
-    assert rerun.returncode == 0, rerun.stderr
-    assert status_counts(cube) == {"done": 1}
-    ds = store.open_cube(cube)
-    assert np.isfinite(ds["eval_loss"].values).sum() == 8  # the whole curve, rewritten
+    _assert_left_missing_then_rerun_completes(cube)
+
+
+def test_ctrl_c_leaves_cell_missing_and_rerun_completes(tmp_path, write_sweep):
+    proc, cube = _start_long_run(tmp_path, write_sweep)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C: the whole foreground group
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert err.strip().splitlines()[-1] == "error: interrupted" and "Traceback" not in err
+    _assert_left_missing_then_rerun_completes(cube)
 
 
 BAD_SWEEPS = {
