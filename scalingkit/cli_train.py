@@ -82,3 +82,32 @@ def plot(store_path, out_dir, n_convention):
 
 
 COMMANDS.append(plot)
+
+
+@click.command("coord-check")
+@click.option("--widths", default="64,128,256,512", show_default=True, help="Comma-separated widths.")
+@click.option("--base-width", default=64, show_default=True, type=int, help="muP base width.")
+@click.option("--steps", default=4, show_default=True, type=int, help="Adam steps before measuring.")
+@click.option("--lr", default=1e-2, show_default=True, type=float)
+@click.option("--out", default="store/figures/coord-check.png", show_default=True, help="Figure to write.")
+def coord_check(widths, base_width, steps, lr, out):
+    """muP coordinate check: RMS change of every layer's output after a few steps, SP against muP, across widths."""
+    from pathlib import Path
+
+    from scalingkit.coordcheck import coordinate_check, plot_coordinate_check
+    from scalingkit.errors import UserError
+
+    try:
+        ws = [int(w) for w in widths.split(",")]
+    except ValueError:
+        raise UserError(f"--widths must be comma-separated integers, got {widths!r}") from None
+    results = {p: coordinate_check(p, ws, steps=steps, lr=lr, base_width=base_width) for p in ("sp", "mup")}
+    for param, layers in results.items():
+        for layer, values in layers.items():
+            click.echo(f"{param:>4} {layer:<10} " + "  ".join(f"w={w}: {v:.3g}" for w, v in zip(ws, values)))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    plot_coordinate_check(results, ws, out)
+    click.echo(f"wrote {out}")
+
+
+COMMANDS.append(coord_check)

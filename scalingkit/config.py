@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-PARAM_NAMES = ("sp",)  # parameterisations the model implements (model.PARAMETERISATIONS checks it agrees)
+PARAM_NAMES = ("sp", "mup")  # parameterisations the model implements (model.PARAMETERISATIONS checks it agrees)
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class TrainSettings:
     eval_seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     checkpoint_seconds: float = 30.0  # how often a running run saves its partial curve (0: at every point)
+    mup_base_width: int = 128  # muP: the width at which muP coincides with SP (learning rates transfer from it)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
@@ -129,16 +130,13 @@ def train(cfg: RunConfig, family, on_point: Callable[[RunResult], None] | None =
     device = resolve_device(s.device)
     torch.manual_seed(cfg.seed)  # nothing should draw from the global generator, but keep runs reproducible anyway
     model_cfg = GPTConfig(vocab_size=family.vocab_size, n_layer=cfg.n_layer, d_model=cfg.d_model, context=s.context)
-    model, parameterisation = build_model(model_cfg, cfg.param, cfg.seed)
+    model, parameterisation = build_model(model_cfg, cfg.param, cfg.seed, s.mup_base_width)
     model.to(device)
     groups = parameterisation.param_groups(model, cfg.lr, s.weight_decay)
     optimiser = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(s.betas), eps=s.eps,
                                   fused=device.type == "cuda")
-    autocast = (
-        (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
-        if device.type == "cuda"
-        else (lambda: torch.autocast("cpu", enabled=False))
-    )
+    # bf16 autocast on CUDA; on the CPU full fp32 and no autocast machinery at all
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
     eval_seqs = torch.from_numpy(held_out_set(family, s)).to(device)
     batches = Batches(family, s.batch, s.context, cfg.seed, device)
     points = eval_steps(cfg.steps, s.eval_points)

@@ -144,32 +144,88 @@ class StandardParam:
             else:
                 nn.init.normal_(p, 0.0, self.std, generator=generator)
 
+    def configure(self, model: GPT) -> None:
+        """Forward-pass multipliers: none in SP."""
+
+    def lr_scale(self, name: str, p: torch.Tensor, width: int) -> float:
+        return 1.0
+
     def param_groups(self, model: GPT, lr: float, weight_decay: float) -> list[dict]:
-        decay = [p for p in model.parameters() if p.dim() >= 2]
-        no_decay = [p for p in model.parameters() if p.dim() < 2]
-        return [
-            {"params": decay, "weight_decay": weight_decay, "lr": lr, "lr_scale": 1.0},
-            {"params": no_decay, "weight_decay": 0.0, "lr": lr, "lr_scale": 1.0},
-        ]
+        """AdamW groups: one per (learning-rate scale, decayed or not); `lr_scale` multiplies the scheduled lr."""
+        groups: dict[tuple, dict] = {}
+        for name, p in model.named_parameters():
+            scale = self.lr_scale(name, p, model.cfg.d_model)
+            decay = weight_decay if p.dim() >= 2 else 0.0
+            group = groups.setdefault((scale, decay), {"params": [], "weight_decay": decay, "lr": lr * scale,
+                                                      "lr_scale": scale, "names": []})
+            group["params"].append(p)
+            group["names"].append(name)
+        return list(groups.values())
 
 
-PARAMETERISATIONS = {"sp": StandardParam}
+class MuParam(StandardParam):
+    """Maximal-update parameterisation (Tensor Programs V; nanoGPT-muP, Kalra 2025), relative to a base width.
+
+    With m = width / base_width: hidden matrices are initialised with variance proportional to 1/width
+    (std 0.02 / sqrt(m); residual output projections also / sqrt(2 L)) and trained with Adam learning rate lr / m;
+    the readout (tied to the embedding) is scaled down by m in the forward pass; attention scores use 1/d_head
+    instead of 1/sqrt(d_head) (normalised to agree with SP at the base head size); the embedding and vector-like
+    parameters (LayerNorm gains) keep the base learning rate and initialisation, as Tensor Programs V prescribes
+    for input weights and biases under Adam. At width = base_width the model and its updates are exactly SP's, so
+    a learning rate tuned at the base width transfers.
+    """
+
+    name = "mup"
+
+    def __init__(self, base_width: int = 128):
+        self.base_width = int(base_width)
+
+    def _mult(self, width: int) -> float:
+        return width / self.base_width
+
+    def initialise(self, model: GPT, generator: torch.Generator) -> None:
+        m, n_layer = self._mult(model.cfg.d_model), model.cfg.n_layer
+        for name, p in model.named_parameters():
+            if p.dim() < 2:
+                nn.init.ones_(p)
+            elif name == "wte.weight":
+                nn.init.normal_(p, 0.0, self.std, generator=generator)  # input-like: O(1) whatever the width
+            elif name.endswith("proj.weight"):
+                nn.init.normal_(p, 0.0, self.std / math.sqrt(m * 2 * n_layer), generator=generator)
+            else:
+                nn.init.normal_(p, 0.0, self.std / math.sqrt(m), generator=generator)
+        self.configure(model)
+
+    def configure(self, model: GPT) -> None:
+        m = self._mult(model.cfg.d_model)
+        model.readout_scale = 1.0 / m
+        base_head = GPTConfig(vocab_size=2, d_model=self.base_width).d_head
+        for block in model.blocks:
+            block.attn.attn_scale = math.sqrt(base_head) / model.cfg.d_head  # = 1/sqrt(d_head) at the base
+
+    def lr_scale(self, name: str, p: torch.Tensor, width: int) -> float:
+        if p.dim() >= 2 and name != "wte.weight":
+            return 1.0 / self._mult(width)  # matrix-like hidden weights
+        return 1.0
+
+
+PARAMETERISATIONS = {"sp": StandardParam, "mup": MuParam}
 assert set(PARAMETERISATIONS) == set(PARAM_NAMES)
 
 
-def get_parameterisation(name: str):
+def get_parameterisation(name: str, base_width: int = 128):
     from scalingkit.errors import UserError
 
-    try:
-        return PARAMETERISATIONS[name]()
-    except KeyError:
-        raise UserError(f"unknown parameterisation {name!r} (known: {', '.join(PARAMETERISATIONS)})") from None
+    if name not in PARAMETERISATIONS:
+        raise UserError(f"unknown parameterisation {name!r} (known: {', '.join(PARAMETERISATIONS)})")
+    return MuParam(base_width) if name == "mup" else StandardParam()
 
 
-def build_model(cfg: GPTConfig, param: str, seed: int) -> tuple[GPT, object]:
+def build_model(cfg: GPTConfig, param: str, seed: int, base_width: int = 128) -> tuple[GPT, object]:
     """A freshly initialised GPT; deterministic for a seed (its own generator, so global RNG state is irrelevant)."""
-    parameterisation = get_parameterisation(param)
+    parameterisation = get_parameterisation(param, base_width)
     model = GPT(cfg)
     generator = torch.Generator().manual_seed(int(seed))
     parameterisation.initialise(model, generator)
+    parameterisation.configure(model)
     return model, parameterisation

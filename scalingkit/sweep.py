@@ -175,6 +175,9 @@ def _validate_settings(training: dict, where: str) -> TrainSettings:
             raise UserError(f"{where}: training.{key} must be at least 1")
     if not 0 <= settings.warmup_fraction < 1:
         raise UserError(f"{where}: training.warmup_fraction must be in [0, 1)")
+    if settings.mup_base_width < 1:
+        raise UserError(f"{where}: training.mup_base_width must be at least 1")
+    check_shape(1, settings.mup_base_width)
     if settings.device not in ("auto", "cpu", "cuda"):
         raise UserError(f"{where}: training.device must be auto, cpu or cuda")
     return settings
