@@ -101,7 +101,9 @@ class Batches:
 
 def held_out_set(family, settings: TrainSettings) -> np.ndarray:
     rng = np.random.default_rng([EVAL_STREAM, int(settings.eval_seed)])
-    return family.sample(settings.eval_sequences, settings.context + 1, rng)
+    # a family with an evaluation split (natural text: held-out documents) says so with eval_sample
+    sample = getattr(family, "eval_sample", family.sample)
+    return sample(settings.eval_sequences, settings.context + 1, rng)
 
 
 @torch.no_grad()
