@@ -73,7 +73,7 @@ def _children(pid):
 
 def _start_long_run(tmp_path, write_sweep):
     """A one-run sweep long enough to be caught half-way; partial curves are saved at every point."""
-    text = tiny_sweep_text(widths=(32,), tokens=(16 * 20 * 3000,), extra_training="checkpoint_seconds = 0.0")
+    text = tiny_sweep_text(widths=(32,), tokens=(16 * 20 * 800,), extra_training="checkpoint_seconds = 0.0")
     cube = tmp_path / "cube.zarr"
     proc = subprocess.Popen([*SCALINGKIT, "train", str(write_sweep(text)), "--fill-missing", "--store", str(cube),
                              "--workers", "1", "--no-progress"], cwd=REPO, stdout=subprocess.PIPE,
