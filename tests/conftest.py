@@ -6,6 +6,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
+
+# One intra-op thread, as the workers use: on a shared 2-core machine a second spinning thread slows small models
+# by an order of magnitude, and the tests' tiny models gain nothing from it.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SCALINGKIT = [sys.executable, "-m", "scalingkit.cli"]
