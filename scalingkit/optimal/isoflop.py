@@ -1,0 +1,179 @@
+"""Chinchilla approach 2: IsoFLOP profiles. At fixed compute C, loss against log N; its minimum is (N_opt, L_opt).
+
+Slices of the final-point table L(N, D) at fixed C = 6 N D:
+- "interpolate" (a grid sweep: several D per N): each N's losses are interpolated linearly in (log D, log L) to
+  D = C / 6N, only inside the D range that N was trained on (no extrapolation);
+- "bins" (an IsoFLOP design, as in the Chinchilla table: one or two D per N, runs clustered at a few budgets):
+  the peaks of the histogram of log10 C (scipy.signal.find_peaks) are the slices, and a run belongs to the
+  slice within `bin_width` decades of its peak;
+- "auto": interpolate when the median N has at least two budgets D, bins otherwise.
+
+Each profile is fitted twice: a parabola in log N (Hoffmann's choice) and an Akima spline (scipy; smooth,
+no overshoot at uneven spacing). An optimum is rejected, and reported, when the profile's lowest point is at
+either end of its sampled N range (the data do not bracket a minimum), when the parabola opens downward, or
+when its vertex lies outside the sampled range.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.interpolate import Akima1DInterpolator
+from scipy.optimize import minimize_scalar
+from scipy.signal import find_peaks
+
+from scalingkit.errors import UserError
+from scalingkit.optimal.inputs import Inputs
+from scalingkit.optimal.laws import laws_from_points
+from scalingkit.optimal.result import OptimalResult
+
+SLICING = ("auto", "interpolate", "bins")
+MIN_PROFILE = 4  # points in a profile: three fix a parabola, the fourth checks it
+
+
+# -- slicing --------------------------------------------------------------------------------------------------
+def _rows(N, D, L) -> dict:
+    """N -> (log D sorted, log L), one loss per (N, D) (the lowest, should a table repeat a cell)."""
+    rows = {}
+    for n in np.unique(N):
+        m = N == n
+        d, ll = np.log(D[m]), np.log(L[m])
+        ud = np.unique(d)
+        rows[float(n)] = (ud, np.array([ll[d == x].min() for x in ud]))
+    return rows
+
+
+def interpolated_slices(N, D, L, n_slices=8, min_points=MIN_PROFILE, budgets=None) -> list[dict]:
+    """Profiles at n_slices budgets log-spaced over the C range where at least min_points N can be interpolated."""
+    rows = {n: r for n, r in _rows(N, D, L).items() if len(r[0]) >= 2}
+    if not rows:
+        return []
+    ns = np.array(sorted(rows))
+    lo = np.array([rows[n][0][0] for n in ns])
+    hi = np.array([rows[n][0][-1] for n in ns])
+
+    def available(lc):  # which N have D = C / 6N inside their trained range, for each log C in lc
+        ld = lc[:, None] - np.log(6.0 * ns)[None, :]
+        return (ld >= lo - 1e-12) & (ld <= hi + 1e-12)
+
+    if budgets is None:
+        lc_all = np.log(6.0 * N * D)
+        fine = np.linspace(lc_all.min(), lc_all.max(), 400)
+        ok = fine[available(fine).sum(axis=1) >= min_points]
+        if len(ok) == 0:
+            return []
+        budgets = np.exp(np.linspace(ok[0], ok[-1], int(n_slices)))
+    lcs = np.log(np.asarray(budgets, dtype=float))
+    av = available(lcs)
+    out = []
+    for lc, mask in zip(lcs, av):
+        if mask.sum() < min_points:
+            continue
+        sel = ns[mask]
+        ld = lc - np.log(6.0 * sel)
+        loss = np.exp([np.interp(x, *rows[n]) for x, n in zip(ld, sel)])
+        out.append({"C": float(np.exp(lc)), "N": sel, "L": loss})
+    return out
+
+
+def binned_slices(N, D, L, bin_width=0.1, min_points=MIN_PROFILE) -> list[dict]:
+    """Slices at the peaks of the density of log10 C (runs laid out at a few budgets)."""
+    lc = np.log10(6.0 * N * D)
+    step = bin_width / 2
+    edges = np.arange(lc.min() - step, lc.max() + 2 * step, step)
+    counts, _ = np.histogram(lc, edges)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    peaks, _ = find_peaks(np.r_[0, counts, 0], height=min_points, distance=3)  # peaks >= 1.5 bin widths apart
+    out = []
+    for p in peaks - 1:
+        member = np.abs(lc - centres[p]) <= bin_width
+        ns = np.unique(N[member])
+        if len(ns) < min_points:
+            continue
+        loss = np.array([L[member & (N == n)].min() for n in ns])
+        out.append({"C": float(10 ** np.median(lc[member])), "N": ns, "L": loss})
+    return out
+
+
+def slices(inputs: Inputs, method="auto", n_slices=8, bin_width=0.1, min_points=MIN_PROFILE) -> tuple[str, list]:
+    if method not in SLICING:
+        raise UserError(f"unknown IsoFLOP slicing {method!r} (use {', '.join(SLICING)})")
+    N, D, L = inputs.arrays()
+    if method == "auto":
+        per_n = [len(np.unique(D[N == n])) for n in np.unique(N)]
+        method = "interpolate" if np.median(per_n) >= 2 else "bins"
+    if method == "interpolate":
+        return method, interpolated_slices(N, D, L, n_slices, min_points)
+    return method, binned_slices(N, D, L, bin_width, min_points)
+
+
+# -- one profile ------------------------------------------------------------------------------------------------
+MERGE = 0.02  # sizes closer than 2% (in log N) are one size: an interpolant through both would spike
+
+
+def merge_close(logN: np.ndarray, L: np.ndarray, tol: float = MERGE):
+    """Sorted profile with runs of nearly equal log N averaged (tables read off figures have such pairs)."""
+    order = np.argsort(logN)
+    x, y = logN[order], L[order]
+    group = np.r_[0, np.cumsum(np.diff(x) > tol)]
+    count = np.bincount(group)
+    return np.bincount(group, x) / count, np.bincount(group, y) / count
+
+
+def fit_profile(logN: np.ndarray, L: np.ndarray) -> dict:
+    """Parabola and Akima minima of one profile, each with the reason it is rejected (None if accepted).
+    Expects a profile from merge_close (sorted, distinct sizes)."""
+    x, y = np.asarray(logN, dtype=float), np.asarray(L, dtype=float)
+    lowest = int(np.argmin(y))
+    edge = None
+    if lowest == 0:
+        edge = "lowest loss at the smallest N (optimum below the sampled range)"
+    elif lowest == len(y) - 1:
+        edge = "lowest loss at the largest N (optimum above the sampled range)"
+    c2, c1, c0 = np.polyfit(x, y, 2)  # least squares; numpy's is the standard tool for a polynomial
+    para = {"coef": [float(c2), float(c1), float(c0)], "reject": edge}
+    if c2 <= 0:
+        para["reject"] = "parabola opens downward"
+        para["logN"] = para["L"] = float("nan")
+    else:
+        v = -c1 / (2 * c2)
+        para["logN"], para["L"] = float(v), float(c0 - c1 * c1 / (4 * c2))
+        if para["reject"] is None and not x[0] <= v <= x[-1]:
+            para["reject"] = "parabola vertex outside the sampled N range"
+    ak = Akima1DInterpolator(x, y)
+    j = lowest
+    lo, hi = x[max(j - 1, 0)], x[min(j + 1, len(x) - 1)]
+    best = minimize_scalar(lambda t: float(ak(t)), bounds=(lo, hi), method="bounded")
+    akima = {"logN": float(best.x), "L": float(best.fun), "reject": edge}
+    return {"parabola": para, "akima": akima}
+
+
+def isoflop(inputs: Inputs, budgets, *, slicing="auto", n_slices=8, bin_width=0.1, bootstrap=200, seed=0,
+            confidence=0.95, workers=None) -> list[OptimalResult]:
+    """Two results: 'isoflop-parabola' and 'isoflop-akima', with the profiles kept for the figure."""
+    mode, profs = slices(inputs, slicing, n_slices, bin_width)
+    records = []
+    for p in profs:
+        x, y = merge_close(np.log(p["N"]), p["L"])
+        if len(x) < MIN_PROFILE:
+            continue
+        records.append({"C": p["C"], "N": np.exp(x).tolist(), "L": y.tolist(), **fit_profile(x, y)})
+    out = []
+    for kind in ("parabola", "akima"):
+        method = f"isoflop-{kind}"
+        acc = [r for r in records if r[kind]["reject"] is None]
+        rej = [r for r in records if r[kind]["reject"] is not None]
+        notes = [f"{len(records)} IsoFLOP slices ({mode}), {len(rej)} optima rejected"]
+        notes += [f"  C = {r['C']:.3g}: {r[kind]['reject']}" for r in rej]
+        diag = {"slicing": mode, "slices": len(records), "rejected": len(rej),
+                "rejections": [{"C": r["C"], "reason": r[kind]["reject"]} for r in rej],
+                "profiles": records, "notes": notes}
+        if not records:
+            diag["failure"] = ("no IsoFLOP slice has enough N values (need "
+                               f"{MIN_PROFILE} per slice; slicing {mode})")
+            out.append(OptimalResult(method, diagnostics=diag, converged=False))
+            continue
+        C = np.array([r["C"] for r in acc])
+        Nopt = np.exp([r[kind]["logN"] for r in acc])
+        Lopt = np.array([r[kind]["L"] for r in acc])
+        out.append(laws_from_points(method, C, Nopt, C / (6.0 * Nopt), Lopt, budgets, bootstrap=bootstrap,
+                                    seed=seed, confidence=confidence, workers=workers, diagnostics=diag))
+    return out

@@ -1,0 +1,95 @@
+"""From compute-optimal points (C, N_opt, D_opt, L_opt) to the laws and their intervals (PAPER.md).
+
+- L_opt(C) = E_C + K C^-gamma by the 1-d Huber procedure of the fits (scalingkit.fit.PowerLaw: 40 starts,
+  fixed-x wild bootstrap, BCa), with the paper's 200 draws for compute-optimal fits by default;
+- log N_opt and log D_opt regressed on log C by OLS (statsmodels), t intervals for a, b and the intercepts;
+  N_opt, D_opt and D/N at a budget are the regression's mean predictions with their confidence intervals
+  (D/N by its own regression of log(D/N) on log C, so its interval is not a ratio of two intervals).
+
+Envelope, IsoFLOP and surrogate optima all go through here, so their numbers are comparable; the parametric
+method has its own (closed form, bootstrap over runs).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from scalingkit.optimal.result import OptimalResult
+
+MIN_GAMMA_POINTS = 4  # the power law with offset has three parameters
+MIN_LINE_POINTS = 3  # a line with a residual degree of freedom
+
+
+def fit_gamma(C, L, *, bootstrap: int, seed, confidence: float, workers=None):
+    """L_opt = E_C + K C^-gamma: (params, intervals, diagnostics) or a failure message in diagnostics."""
+    from scalingkit.fit.powerlaw import PowerLaw
+
+    if len(C) < MIN_GAMMA_POINTS or len(np.unique(C)) < MIN_GAMMA_POINTS:
+        return {}, {}, {"gamma_failure": f"{len(C)} point(s); L_opt(C) needs {MIN_GAMMA_POINTS}"}
+    est = PowerLaw(names=("E_C", "K", "gamma"), bootstrap=int(bootstrap), seed=seed, confidence=confidence,
+                   workers=workers, window=False, alternative=False)
+    res = est.fit(C, L)
+    if not res.converged:
+        return {}, {}, {"gamma_failure": res.failure}
+    diag = {"gamma_mse": res.diagnostics.get("mse")}
+    iv = res.intervals.get("gamma")
+    if iv is not None and not iv[0] <= res.params["gamma"] <= iv[1]:
+        # BCa on a handful of points can put every draw on one side of the estimate; say so, do not hide it
+        diag["gamma_note"] = (f"the bootstrap interval of gamma excludes the estimate ({len(C)} points are too few "
+                              "for the wild bootstrap to be trusted)")
+    if res.diagnostics.get("at_bound"):
+        diag["gamma_at_bound"] = ",".join(res.diagnostics["at_bound"])
+    return dict(res.params), dict(res.intervals), diag
+
+
+def fit_line(logC, logY, budgets_logC, confidence: float):
+    """OLS log Y = c + s log C: slope, intercept, their intervals, and exp(mean prediction) at the budgets."""
+    import statsmodels.api as sm
+
+    X = sm.add_constant(logC, has_constant="add")
+    res = sm.OLS(logY, X).fit()
+    alpha = 1 - confidence
+    ci = np.asarray(res.conf_int(alpha))
+    Xb = sm.add_constant(np.asarray(budgets_logC, dtype=float), has_constant="add")
+    pred = res.get_prediction(Xb)
+    band = np.asarray(pred.conf_int(alpha=alpha))
+    return {
+        "slope": float(res.params[1]), "slope_ci": (float(ci[1, 0]), float(ci[1, 1])),
+        "k": float(np.exp(res.params[0])), "k_ci": (float(np.exp(ci[0, 0])), float(np.exp(ci[0, 1]))),
+        "at": np.exp(pred.predicted_mean), "at_ci": np.exp(band), "r2": float(res.rsquared),
+    }
+
+
+def laws_from_points(method: str, C, N, D, L, budgets, *, bootstrap=200, seed=0, confidence=0.95,
+                     workers=None, diagnostics=None) -> OptimalResult:
+    """Fit gamma, a, b to compute-optimal points and evaluate N_opt, D_opt, D/N at the budgets."""
+    C, N, D, L = (np.asarray(v, dtype=float) for v in (C, N, D, L))
+    diag = dict(diagnostics or {})
+    diag["n_points"] = int(len(C))
+    points = {"C": C.tolist(), "N": N.tolist(), "D": D.tolist(), "L": L.tolist()}
+    if len(C) < MIN_LINE_POINTS or np.ptp(np.log(C)) == 0:
+        diag["failure"] = f"{len(C)} compute-optimal point(s); the laws need at least {MIN_LINE_POINTS}"
+        return OptimalResult(method, points=points, diagnostics=diag, converged=False)
+    params, intervals, gdiag = fit_gamma(C, L, bootstrap=bootstrap, seed=seed, confidence=confidence,
+                                         workers=workers)
+    diag.update(gdiag)
+    if "gamma_note" in gdiag:
+        diag.setdefault("notes", []).append(gdiag["gamma_note"])
+    if "gamma_failure" in gdiag:
+        params = {"gamma": np.nan, "E_C": np.nan, "K": np.nan}
+        diag.setdefault("notes", []).append(f"L_opt(C) not fitted: {gdiag['gamma_failure']}")
+    lc, lb = np.log(C), np.log(np.asarray(budgets, dtype=float))
+    lines = {"N": fit_line(lc, np.log(N), lb, confidence), "D": fit_line(lc, np.log(D), lb, confidence),
+             "ratio": fit_line(lc, np.log(D / N), lb, confidence)}
+    params.update(a=lines["N"]["slope"], b=lines["D"]["slope"], kN=lines["N"]["k"], kD=lines["D"]["k"])
+    intervals.update(a=lines["N"]["slope_ci"], b=lines["D"]["slope_ci"], kN=lines["N"]["k_ci"],
+                     kD=lines["D"]["k_ci"])
+    diag.update(r2_N=lines["N"]["r2"], r2_D=lines["D"]["r2"],
+                interval_method=f"gamma: wild bootstrap BCa ({int(bootstrap)} draws); a, b, N_opt, D_opt: OLS t")
+    rows = []
+    for i, c in enumerate(np.atleast_1d(budgets)):
+        values, ivs = {}, {}
+        for name, key in (("N_opt", "N"), ("D_opt", "D"), ("tokens_per_param", "ratio")):
+            values[name] = float(lines[key]["at"][i])
+            ivs[name] = (float(lines[key]["at_ci"][i, 0]), float(lines[key]["at_ci"][i, 1]))
+        rows.append({"C": float(c), "values": values, "intervals": ivs})
+    return OptimalResult(method, params=params, intervals=intervals, budgets=rows, points=points, diagnostics=diag)

@@ -1,0 +1,207 @@
+"""Compute-optimal results, in the FitResult style: parameters, intervals, diagnostics, table(), to_dict().
+
+An `OptimalResult` is one method's answer for one group of runs:
+- params: gamma, E_C, K (L_opt = E_C + K C^-gamma), a, b (N_opt = kN C^a, D_opt = kD C^b), kN, kD;
+- budgets: N_opt, D_opt and tokens per parameter at each asked compute, with intervals;
+- points: the compute-optimal points the laws were fitted to (C, N, D, L), for figures and checks;
+- diagnostics: what the method rejected, clipped or disagreed on.
+An `OptimalReport` holds every method's result for one group, prints them side by side and saves as one JSON.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from scalingkit.errors import UserError
+from scalingkit.fit.base import jsonable
+
+LAW_NAMES = ("gamma", "E_C", "K", "a", "b", "kN", "kD")
+BUDGET_NAMES = ("N_opt", "D_opt", "tokens_per_param")
+
+
+def _f(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def fmt(x, digits: int = 4) -> str:
+    if x is None or not math.isfinite(float(x)):
+        return "nan"
+    return f"{float(x):.{digits}g}"
+
+
+def fmt_interval(value, iv, digits: int = 3) -> str:
+    span = f" [{fmt(iv[0], digits)}, {fmt(iv[1], digits)}]" if iv is not None else ""
+    return fmt(value, digits) + span
+
+
+@dataclass
+class OptimalResult:
+    method: str
+    params: dict[str, float] = field(default_factory=dict)
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    budgets: list[dict] = field(default_factory=list)  # {"C", "values": {name: v}, "intervals": {name: (lo, hi)}}
+    points: dict[str, list] = field(default_factory=dict)  # C, N, D, L of the optima the laws were fitted to
+    diagnostics: dict = field(default_factory=dict)
+    converged: bool = True
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def failure(self) -> str:
+        return str(self.diagnostics.get("failure", "not converged"))
+
+    def __getitem__(self, name: str) -> float:
+        return self.params[name]
+
+    def predict(self, C) -> dict:
+        """N_opt, D_opt and L_opt at compute C from the fitted laws."""
+        C = np.asarray(C, dtype=float)
+        p = self.params
+        with np.errstate(all="ignore"):
+            return {"N_opt": p["kN"] * C ** p["a"], "D_opt": p["kD"] * C ** p["b"],
+                    "L_opt": p["E_C"] + p["K"] * C ** -p["gamma"]}
+
+    def point_arrays(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v, dtype=float) for k, v in self.points.items()}
+
+    # -- printing -------------------------------------------------------------------------------------------
+    def table(self) -> str:
+        lines = [f"{self.method}: {self.diagnostics.get('n_points', '?')} compute-optimal points"]
+        if not self.converged:
+            lines.append(f"  FAILED: {self.failure}")
+            return "\n".join(lines)
+        for k in LAW_NAMES:
+            if k in self.params:
+                lines.append(f"  {k:<6} {fmt_interval(self.params[k], self.intervals.get(k), 4)}")
+        for row in self.budgets:
+            lines.append(f"  at C = {row['C']:.3g}: " + ", ".join(
+                f"{k} {fmt_interval(row['values'][k], row['intervals'].get(k))}" for k in BUDGET_NAMES))
+        lines += [f"  {note}" for note in self.diagnostics.get("notes", [])]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    # -- persistence ----------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return jsonable({
+            "kind": "optimal", "method": self.method, "params": self.params,
+            "intervals": {k: list(v) for k, v in self.intervals.items()},
+            "budgets": [{"C": r["C"], "values": r["values"],
+                         "intervals": {k: list(v) for k, v in r["intervals"].items()}} for r in self.budgets],
+            "points": self.points, "diagnostics": self.diagnostics, "converged": self.converged,
+            "provenance": self.provenance,
+        })
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "OptimalResult":
+        return cls(
+            method=d["method"],
+            params={k: _f(v) for k, v in d.get("params", {}).items()},
+            intervals={k: (_f(v[0]), _f(v[1])) for k, v in d.get("intervals", {}).items()},
+            budgets=[{"C": _f(r["C"]), "values": {k: _f(v) for k, v in r["values"].items()},
+                      "intervals": {k: (_f(v[0]), _f(v[1])) for k, v in r["intervals"].items()}}
+                     for r in d.get("budgets", [])],
+            points={k: [_f(x) for x in v] for k, v in d.get("points", {}).items()},
+            diagnostics=d.get("diagnostics", {}), converged=bool(d.get("converged", True)),
+            provenance=d.get("provenance", {}),
+        )
+
+
+def failed(method: str, reason: str, **diagnostics) -> OptimalResult:
+    """A result that says why it has no numbers (never a half-filled table)."""
+    return OptimalResult(method, diagnostics={**diagnostics, "failure": reason}, converged=False)
+
+
+@dataclass
+class OptimalReport:
+    """Every method's result for one group of runs, with the group's provenance."""
+
+    label: str
+    results: list[OptimalResult]
+    settings: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+    def __getitem__(self, method: str) -> OptimalResult:
+        for r in self.results:
+            if r.method == method:
+                return r
+        raise KeyError(method)
+
+    @property
+    def methods(self) -> list[str]:
+        return [r.method for r in self.results]
+
+    def table(self) -> str:
+        s = self.settings
+        conf = int(round(100 * s.get("confidence", 0.95)))
+        flops = "6ND" if s.get("flops", "6nd") == "6nd" else "exact FLOPs (envelope), 6ND elsewhere"
+        lines = [f"compute-optimal [{self.label}]: N = {s.get('n_convention', 'total')} parameters, C = {flops}; "
+                 f"{conf}% intervals"]
+        ok = [r for r in self.results if r.converged]
+        width = max([len(r.method) for r in self.results] + [6])
+        if ok:
+            lines.append(f"  {'method':<{width}}  {'points':>6}  " + "".join(f"{k:<26}" for k in ("gamma", "a", "b")))
+            for r in ok:
+                cells = "".join(f"{fmt_interval(r.params.get(k), r.intervals.get(k)):<26}" for k in ("gamma", "a", "b"))
+                lines.append(f"  {r.method:<{width}}  {r.diagnostics.get('n_points', 0):>6}  {cells}")
+            budgets = [row["C"] for row in ok[0].budgets]
+            for i, C in enumerate(budgets):
+                lines.append(f"  at C = {C:.3g}:")
+                lines.append(f"  {'method':<{width}}  " + "".join(f"{k:<34}" for k in ("N_opt", "D_opt", "D/N")))
+                for r in ok:
+                    row = r.budgets[i]
+                    lines.append(f"  {r.method:<{width}}  " + "".join(
+                        f"{fmt_interval(row['values'][k], row['intervals'].get(k)):<34}" for k in BUDGET_NAMES))
+        for r in self.results:
+            if not r.converged:
+                lines.append(f"  {r.method}: FAILED: {r.failure}")
+            for note in r.diagnostics.get("notes", []):
+                lines.append(f"  {r.method}: {note}")
+        return "\n".join(line.rstrip() for line in lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def to_dict(self) -> dict:
+        return jsonable({"kind": "optimal-report", "label": self.label, "settings": self.settings,
+                         "provenance": self.provenance, "results": [r.to_dict() for r in self.results]})
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "OptimalReport":
+        return cls(d["label"], [OptimalResult.from_dict(r) for r in d.get("results", [])], d.get("settings", {}),
+                   d.get("provenance", {}))
+
+
+def report_filename(report: OptimalReport) -> str:
+    """Named by group, data hash and settings, so the same analysis of the same data rewrites the same file."""
+    data = str(report.provenance.get("data_sha256", "nodata"))[:12]
+    tag = hashlib.sha256(json.dumps(jsonable(report.settings), sort_keys=True).encode()).hexdigest()[:8]
+    label = "".join(c if c.isalnum() or c in "-_." else "-" for c in report.label)[:60].strip("-")
+    return f"optimal-{label}-{data}-{tag}.json"
+
+
+def save_report(report: OptimalReport, out_dir) -> Path:
+    path = Path(out_dir) / report_filename(report)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report.to_dict(), indent=1, allow_nan=False) + "\n")
+    except OSError as exc:
+        raise UserError(f"cannot write the result to {path.parent}: {exc.strerror or exc}") from None
+    return path
+
+
+def load_report(path) -> OptimalReport:
+    try:
+        d = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"no compute-optimal result at {path}") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read compute-optimal result {path}: {exc}") from None
+    if d.get("kind") != "optimal-report":
+        raise UserError(f"{path} is not a scalingkit compute-optimal result")
+    return OptimalReport.from_dict(d)

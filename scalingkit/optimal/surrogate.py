@@ -1,0 +1,116 @@
+"""The paper's method: minimise a fitted surrogate L^(N, D) along C = 6 N D on a dense log grid.
+
+PAPER.md, "Compute-optimal curves": fit the MLP surrogate (and, here, the kernel one too) to L(N, D); on a grid
+of 50 to 100 log-spaced points per axis between the data's min and max, minimise L^ along C = 6 N D both over
+N (D = C / 6N) and over D (N = C / 6D): the two should agree, and how far they do not is reported. Where the
+minimum sits at the end of the constraint's stretch inside the data box, the optimum has run off the grid:
+that C is clipped (reported). L_opt(C), a and b then follow as for every method (laws.py).
+
+Each grid minimum is refined by the parabola through it and its two neighbours (closed form): otherwise
+N_opt moves in steps of the grid spacing and the regression of log N_opt on log C sees a staircase.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from scalingkit.errors import UserError
+from scalingkit.optimal.inputs import Inputs
+from scalingkit.optimal.laws import laws_from_points
+from scalingkit.optimal.result import OptimalResult, failed
+
+SURROGATES = ("mlp", "kernel")
+
+
+def _search(predict, axis: np.ndarray, C: np.ndarray, other_range, over: str):
+    """Minimise along each C over `axis` (the N grid when over == "N", the D grid otherwise).
+
+    Returns (log of the optimal axis value, minimum loss, interior?) per C. One predict call for the whole
+    (C, axis) table keeps the surrogate's work vectorised.
+    """
+    other = C[:, None] / (6.0 * axis[None, :])  # the other variable on the constraint
+    valid = (other >= other_range[0] * (1 - 1e-9)) & (other <= other_range[1] * (1 + 1e-9))
+    L = np.full(other.shape, np.nan)
+    if valid.any():
+        a = np.broadcast_to(axis[None, :], other.shape)[valid]
+        L[valid] = predict(a, other[valid]) if over == "N" else predict(other[valid], a)
+    x = np.log(axis)
+    h = x[1] - x[0]
+    best = np.nanargmin(np.where(valid, L, np.inf), axis=1)
+    first = np.argmax(valid, axis=1)
+    last = valid.shape[1] - 1 - np.argmax(valid[:, ::-1], axis=1)
+    interior = valid.any(axis=1) & (best > first) & (best < last)
+    rows = np.arange(len(C))
+    i = np.clip(best, 1, len(axis) - 2)
+    l0, l1, l2 = L[rows, i - 1], L[rows, i], L[rows, i + 1]
+    curv = l0 - 2 * l1 + l2
+    with np.errstate(all="ignore"):
+        shift = np.where(interior & (curv > 0), 0.5 * h * (l0 - l2) / curv, 0.0)
+        value = np.where(interior & (curv > 0), l1 - (l0 - l2) ** 2 / (8 * curv), l1)
+    return np.where(interior, x[i] + shift, x[best]), np.where(interior, value, L[rows, best]), interior
+
+
+def minimise_along_compute(predict, N_range, D_range, grid: int = 100, n_compute: int | None = None) -> dict:
+    """Optima over N and over D for C log-spaced over the data box, with what is clipped and how far they agree."""
+    if grid < 5:
+        raise UserError(f"the surrogate grid needs at least 5 points per axis, got {grid}")
+    Ng = np.geomspace(*N_range, grid)
+    Dg = np.geomspace(*D_range, grid)
+    C = np.geomspace(6 * N_range[0] * D_range[0], 6 * N_range[1] * D_range[1], n_compute or grid)
+    lnN, LN, inN = _search(predict, Ng, C, D_range, "N")
+    lnD, LD, inD = _search(predict, Dg, C, N_range, "D")
+    keep = inN & inD
+    lnN_from_D = np.log(C / 6.0) - lnD
+    gap = np.abs(lnN - lnN_from_D)[keep] / np.log(10)
+    kept = np.flatnonzero(keep)
+    out = {"C": C[keep], "N": np.exp(lnN[keep]), "L": LN[keep], "N_from_D": np.exp(lnN_from_D[keep]),
+           "L_from_D": LD[keep], "n_compute": len(C), "kept": int(keep.sum()),
+           "clipped_low": int(kept[0]) if len(kept) else len(C), "clipped_high": int(len(C) - 1 - kept[-1])
+           if len(kept) else 0, "holes": int(kept[-1] - kept[0] + 1 - len(kept)) if len(kept) else 0,
+           "disagreement_max_dex": float(gap.max()) if len(gap) else float("nan"),
+           "disagreement_median_dex": float(np.median(gap)) if len(gap) else float("nan"),
+           "C_range": [float(C[0]), float(C[-1])]}
+    out["kept_range"] = [float(C[kept[0]]), float(C[kept[-1]])] if len(kept) else None
+    return out
+
+
+def fit_surrogate(kind: str, inputs: Inputs, settings: dict):
+    from scalingkit.fit.surrogates import KernelSurrogate, MLPSurrogate
+
+    N, D, L = inputs.arrays()
+    if kind == "mlp":
+        est = MLPSurrogate(**settings)
+    elif kind == "kernel":
+        est = KernelSurrogate(**settings)
+    else:
+        raise UserError(f"unknown surrogate {kind!r} (use {', '.join(SURROGATES)})")
+    return est.fit(N, D, L, label=inputs.label)
+
+
+def surrogate(inputs: Inputs, budgets, *, kind="mlp", grid=100, surrogate_settings=None, bootstrap=200, seed=0,
+              confidence=0.95, workers=None) -> OptimalResult:
+    method = f"surrogate-{kind}"
+    N, D, L = inputs.arrays()
+    if len(np.unique(N)) < 3 or len(np.unique(D)) < 3:
+        return failed(method, "the surrogate needs at least 3 distinct N and 3 distinct D", n_points=0)
+    settings = dict(surrogate_settings or {})
+    if kind == "mlp":
+        settings.setdefault("seed", seed)
+    sur = fit_surrogate(kind, inputs, settings)
+    if not sur.converged:
+        return failed(method, f"the {kind} surrogate fit failed: {sur.failure}", n_points=0)
+    opt = minimise_along_compute(sur.predict, (N.min(), N.max()), (D.min(), D.max()), grid)
+    notes = [f"{opt['kept']} of {opt['n_compute']} compute values kept: {opt['clipped_low']} clipped below and "
+             f"{opt['clipped_high']} above where the optimum runs off the grid"
+             + (f", {opt['holes']} inside" if opt["holes"] else "")
+             + (f"; kept C from {opt['kept_range'][0]:.3g} to {opt['kept_range'][1]:.3g}" if opt["kept_range"]
+                else ""),
+             f"N_opt over N against over D: {opt['disagreement_median_dex']:.3g} dex median, "
+             f"{opt['disagreement_max_dex']:.3g} dex max",
+             f"surrogate train RMSE {sur.diagnostics.get('train_rmse', float('nan')):.3g}"]
+    diag = {k: v for k, v in opt.items() if not isinstance(v, np.ndarray)}
+    diag.update(grid=int(grid), surrogate=kind, surrogate_diagnostics={
+        k: v for k, v in sur.diagnostics.items() if not isinstance(v, (dict, list))}, notes=notes)
+    diag["search_over_D"] = {"N": opt["N_from_D"].tolist(), "L": opt["L_from_D"].tolist()}
+    C, Nopt = opt["C"], opt["N"]
+    return laws_from_points(method, C, Nopt, C / (6.0 * Nopt), opt["L"], budgets, bootstrap=bootstrap, seed=seed,
+                            confidence=confidence, workers=workers, diagnostics=diag)

@@ -1,0 +1,108 @@
+"""Off-grid optima are detected: the envelope's running minimum, IsoFLOP edge rejection, surrogate clipping.
+
+These use closed forms (a known law as the 'surrogate', exact parabolas) so each check is exact, and fast.
+"""
+import numpy as np
+import pandas as pd
+import pytest
+
+from scalingkit.optimal.envelope import lower_envelope
+from scalingkit.optimal.inputs import Inputs
+from scalingkit.optimal.isoflop import fit_profile, interpolated_slices, isoflop, merge_close
+from scalingkit.optimal.surrogate import minimise_along_compute
+from scalingkit.optimal.synthetic import Law
+
+
+def test_lower_envelope_matches_brute_force():
+    rng = np.random.default_rng(0)
+    C = rng.choice(np.geomspace(1, 1e6, 300), 2000)  # repeated C values: ties must keep only the lowest loss
+    L = 1 + 5 * C ** -0.3 + rng.random(2000)
+    idx = lower_envelope(C, L)
+    brute = [i for i in range(len(C)) if not np.any((C <= C[i]) & (L < L[i]) | (C < C[i]) & (L <= L[i]))]
+    # brute force: no other point as good with no more compute; among exact duplicates lexsort keeps one
+    assert set(idx) <= set(brute)
+    assert {(C[i], L[i]) for i in idx} == {(C[i], L[i]) for i in brute}
+    assert np.all(np.diff(C[idx]) > 0) and np.all(np.diff(L[idx]) < 0)
+
+
+def test_parabola_and_akima_find_an_interior_minimum():
+    x = np.log(np.geomspace(1e6, 1e8, 7))
+    y = 2.0 + 0.3 * (x - np.log(3e6 * 3)) ** 2
+    fit = fit_profile(x, y)
+    assert fit["parabola"]["reject"] is None and fit["akima"]["reject"] is None
+    assert fit["parabola"]["logN"] == pytest.approx(np.log(9e6), abs=1e-9)  # exact for a parabola
+    assert fit["akima"]["logN"] == pytest.approx(np.log(9e6), abs=0.05)  # an interpolant: within the spacing
+    assert fit["parabola"]["L"] == pytest.approx(2.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("centre, side", [(1e5, "smallest"), (1e9, "largest")])
+def test_profile_minimum_outside_the_sampled_range_is_rejected(centre, side):
+    x = np.log(np.geomspace(1e6, 1e8, 6))
+    y = 2.0 + 0.3 * (x - np.log(centre)) ** 2
+    fit = fit_profile(x, y)
+    assert side in fit["parabola"]["reject"] and side in fit["akima"]["reject"]
+
+
+def test_parabola_opening_downward_is_rejected():
+    x = np.log(np.geomspace(1e6, 1e8, 6))
+    y = 3.0 - 0.1 * (x - x.mean()) ** 2 + np.r_[0, 0, -0.5, 0, 0, 0]  # a dip in the middle of a cap
+    assert fit_profile(x, y)["parabola"]["reject"] == "parabola opens downward"
+
+
+def test_near_duplicate_sizes_are_merged_before_interpolating():
+    x = np.log([1e8, 1e8 * 1.001, 2e8, 4e8, 8e8])
+    y = np.array([3.0, 3.2, 2.9, 2.95, 3.1])
+    mx, my = merge_close(x, y)
+    assert len(mx) == 4 and my[0] == pytest.approx(3.1)
+
+
+def _law_table(law, N, D):
+    n, d = np.meshgrid(N, D, indexing="ij")
+    return pd.DataFrame({"N": n.ravel(), "D": d.ravel(), "loss": law(n, d).ravel()})
+
+
+def test_isoflop_on_an_exact_law_recovers_a_and_rejects_edge_slices():
+    N = np.geomspace(1e6, 1e8, 12)
+    D = np.geomspace(1e8, 1e10, 12)
+    law = Law.centred((N[0], N[-1]), (D[0], D[-1]))
+    inputs = Inputs("exact", _law_table(law, N, D))
+    # slices from below the compute range where the optimum sits at the smallest N up to the top
+    budgets = np.geomspace(6 * N[0] * D[0] * 20, 6 * N[-1] * D[-1] / 20, 12)
+    profs = interpolated_slices(*inputs.arrays(), budgets=budgets)
+    parabola, akima = isoflop(inputs, [1e17], n_slices=12, bootstrap=0)
+    assert parabola.diagnostics["rejected"] >= 2  # the lowest and highest slices have N_opt off their N range
+    for prof in parabola.diagnostics["profiles"]:
+        n_opt, sampled = law.N_opt(prof["C"]), prof["N"]
+        if prof["parabola"]["reject"]:  # rejected only where the true optimum is at or beyond the slice's edge
+            assert n_opt < sampled[1] or n_opt > sampled[-2]
+        else:
+            assert sampled[0] < n_opt < sampled[-1]
+    # exact data: the only error is the profile's shape (not a parabola in log N) and interpolation in log D
+    assert parabola["a"] == pytest.approx(law.a, abs=0.02)
+    assert akima["a"] == pytest.approx(law.a, abs=0.02)
+    assert len(profs) > 0
+
+
+def test_surrogate_search_clips_where_the_optimum_leaves_the_grid():
+    N_range, D_range = (1e6, 1e8), (1e8, 1e10)
+    law = Law.centred(N_range, D_range)
+    opt = minimise_along_compute(law, N_range, D_range, grid=100)
+    # at both ends of C the constraint meets the box only near a corner, and the optimum is beyond it
+    assert opt["clipped_low"] > 0 and opt["clipped_high"] > 0
+    assert opt["holes"] == 0
+    # kept optima are the law's own, to well within a grid step (0.02 decades) thanks to the parabolic refinement
+    assert np.max(np.abs(np.log10(opt["N"] / law.N_opt(opt["C"])))) < 0.005
+    # searching over N and over D agree
+    assert opt["disagreement_max_dex"] < 0.005
+    # a C is kept exactly when its true optimum lies inside the box's stretch of the constraint, up to the
+    # grid step h either side (where the grid minimum may fall on either side of the edge)
+    C_all = np.geomspace(6 * N_range[0] * D_range[0], 6 * N_range[1] * D_range[1], 100)
+    kept = np.isin(C_all, opt["C"])
+    n_opt = law.N_opt(C_all)
+    lo = np.maximum(N_range[0], C_all / (6 * D_range[1]))
+    hi = np.minimum(N_range[1], C_all / (6 * D_range[0]))
+    step = np.log(N_range[1] / N_range[0]) / 99
+    well_inside = (np.log(n_opt / lo) > 2 * step) & (np.log(hi / n_opt) > 2 * step)
+    outside = (np.log(n_opt / lo) < -step) | (np.log(hi / n_opt) < -step)
+    assert kept[well_inside].all() and not kept[outside].any()
+    assert outside.any()
