@@ -16,9 +16,9 @@ def cli():
 
 def _register_subcommands():
     # Each command family lives in its own module; importing them here keeps start-up cheap for --help.
-    from scalingkit import cli_train
+    from scalingkit import cli_optimal, cli_train
 
-    for command in cli_train.COMMANDS:
+    for command in cli_train.COMMANDS + cli_optimal.COMMANDS:
         cli.add_command(command)
     try:
         from scalingkit import cli_fit
