@@ -29,6 +29,7 @@ demo: $(STAMP)
 	$(BIN)/scalingkit table
 	$(BIN)/scalingkit fit --form powerlaw --bootstrap 4000
 	$(BIN)/scalingkit fit --form chinchilla --bootstrap 200
+	$(BIN)/scalingkit optimal --method all --budget 1e12
 	$(BIN)/scalingkit plot
 
 test: $(STAMP)
