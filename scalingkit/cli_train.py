@@ -34,6 +34,9 @@ def train(sweep_file, fill_missing, store_path, workers, executor, device, retry
     if not fill_missing:
         raise UserError("say --fill-missing to train the missing cells (the only mode so far)")
     sw = sweep.load(sweep_file) if sweep_file else None
+    from scalingkit.executors import check_device
+
+    check_device(device or (sw.settings.device if sw else None))
     report = runner.fill_missing(store_path, sw, workers=workers, executor=executor, retry_failed=retry_failed,
                                  device=device, progress=not no_progress, echo=click.echo)
     click.echo(report.summary())

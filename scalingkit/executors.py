@@ -84,3 +84,14 @@ def threads_per_worker(workers: int) -> int:
         return max(1, int(value))
     except ValueError:
         raise UserError(f"SCALINGKIT_THREADS must be an integer, got {value!r}") from None
+
+
+def check_device(device: str | None) -> None:
+    """Fail before training, not once per run, when CUDA is asked for on a machine without it."""
+    if device != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError("device cuda was asked for but no CUDA device is available here "
+                        "(use --device cpu to train these runs on the CPU, slowly)")

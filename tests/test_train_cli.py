@@ -132,6 +132,7 @@ BAD_SWEEPS = {
     "tokens below one step": (tiny_sweep_text(tokens=(100,)), "less than one step"),
     "odd head size": (tiny_sweep_text(widths=(20,)), "heads"),
     "bad training key": (tiny_sweep_text(extra_training="batchsize = 3"), "training.batchsize"),
+    "cuda on a machine without it": (tiny_sweep_text(extra_training='device = "cuda"'), "no CUDA device"),
 }
 
 
@@ -163,3 +164,20 @@ def test_cli_errors_for_missing_files_flags_and_corrupted_stores(tmp_path, write
     assert any((cube / "eval_loss").rglob("*")), "stored curves were removed"
     status_meta.write_text(good)
     assert "done: 1" in run_cli("status", "--store", cube).stdout
+
+
+def test_diverged_run_is_stored_as_diverged_and_not_retrained(tmp_path, write_sweep):
+    text = tiny_sweep_text(widths=(16,), tokens=(6400,), lrs=(1e-2, 1e8),
+                           extra_training="grad_clip = 0.0\nwarmup_fraction = 0.0")
+    sweep_file, cube = write_sweep(text), tmp_path / "cube.zarr"
+    proc = run_cli("train", sweep_file, "--fill-missing", "--store", cube, "--workers", "0", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 done, 1 diverged" in proc.stdout
+    ds = store.open_cube(cube)
+    run = ds.sel(lr=1e8).squeeze()
+    assert run["status"].item() == "diverged" and "became" in str(run["message"].values)
+    assert "diverged: 1" in run_cli("status", "--store", cube).stdout
+    table = store.loss_table(cube)
+    assert list(table["best_lr"]) == [0.01]  # a diverged run never counts as the best
+    again = run_cli("train", "--fill-missing", "--store", cube, "--no-progress")
+    assert "nothing to train" in again.stdout
