@@ -1,0 +1,70 @@
+"""The paper's Fig. 3: probability against rank of unigrams and of bigrams, one line per family.
+
+Exact where a family knows its law: Markov-chain walks (graphs, language bigrams) give the stationary unigram law
+and pi(u) P(u, v); the text family gives its corpus's frequencies. Any other family (e.g. text sampled from a
+trained transformer) is measured on `n_tokens` tokens of its own sequences. matplotlib's Agg backend; files only.
+
+    python -m scalingkit.plots_families [STORE] [OUT.png]     # every family of a store (default store/cube.zarr)
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+SEQUENCE = 50  # length of the sequences sampled to measure a family without an exact law
+POINTS = 2000  # log-spaced ranks drawn per line (a bigram line can have millions of ranks)
+
+
+def rank_data(family, n_tokens: int = 1_000_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(unigram, bigram) probabilities, each sorted in decreasing order."""
+    if hasattr(family, "unigram_rank") and hasattr(family, "bigram_rank"):
+        return family.unigram_rank(), family.bigram_rank()
+    seqs = family.sample(max(1, n_tokens // SEQUENCE), SEQUENCE, np.random.default_rng(seed))
+    uni = np.bincount(seqs.ravel(), minlength=family.vocab_size)
+    pairs = sp.csr_matrix((np.ones(seqs[:, 1:].size), (seqs[:, :-1].ravel(), seqs[:, 1:].ravel())),
+                          shape=(family.vocab_size, family.vocab_size))  # duplicates are summed
+    uni, bi = uni[uni > 0], pairs.data
+    return np.sort(uni)[::-1] / uni.sum(), np.sort(bi)[::-1] / bi.sum()
+
+
+def plot_ranks(families: dict, path, n_tokens: int = 1_000_000) -> Path:
+    """Two panels (unigrams, bigrams), log-log, one line per family (label -> Family). Returns the file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for label, family in families.items():
+        entropy = family.entropy_rate()
+        name = f"{label} (H = {entropy:.2f} nats)" if entropy is not None else label
+        for ax, probs in zip(axes, rank_data(family, n_tokens)):
+            ranks = np.unique(np.geomspace(1, len(probs), min(POINTS, len(probs))).astype(np.int64))
+            ax.plot(ranks, probs[ranks - 1], lw=1.2, label=name)
+    for ax, what in zip(axes, ("unigrams", "bigrams")):
+        ax.set(xscale="log", yscale="log", xlabel="rank", ylabel="probability", title=f"{what}: probability by rank")
+        ax.grid(True, which="major", alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_store_ranks(store_path="store/cube.zarr", path=None) -> Path:
+    """plot_ranks for every family of a store, rebuilt from the sweep specs it recorded."""
+    from scalingkit import store
+    from scalingkit.families import build_family
+
+    specs = store.attrs(store_path).get("families", {})
+    families = {label: build_family(label, spec["sweep_spec"]) for label, spec in specs.items()}
+    return plot_ranks(families, path or Path(store_path).parent / "figures" / "ranks.png")
+
+
+if __name__ == "__main__":
+    print(plot_store_ranks(*sys.argv[1:3]))
