@@ -45,6 +45,8 @@ DEFAULT_STORE = "store/cube.zarr"
               help="IsoFLOP: budgets to slice at (interpolate mode).")
 @click.option("--envelope-min-fraction", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="Envelope: skip each run's points before this share of its tokens (0: every point).")
+@click.option("--envelope-edges", type=click.Choice(["clip", "keep"]), default="clip", show_default=True,
+              help="Envelope: leave points on the smallest or largest N out of the fits (clip) or keep them.")
 @click.option("--workers", default=None, type=click.IntRange(min=1), help="Processes (default: all cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
@@ -52,7 +54,7 @@ DEFAULT_STORE = "store/cube.zarr"
 @click.option("--no-figures", is_flag=True, help="Do not draw figures.")
 def optimal(methods, family, param, store_path, csv_path, n_col, d_col, c_col, loss_col, drop_top, n_convention,
             flops, budgets, bootstrap, seed, grid, surrogates, mlp_epochs, mlp_hidden, isoflop_slicing,
-            isoflop_slices, envelope_min_fraction, workers, as_json, out_dir, no_figures):
+            isoflop_slices, envelope_min_fraction, envelope_edges, workers, as_json, out_dir, no_figures):
     """Compute-optimal allocation by every method: gamma (L_opt = E_C + K C^-gamma), a (N_opt ~ C^a),
     b (D_opt ~ C^b), and N_opt, D_opt, D/N at the budgets, each with a 95% interval.
 
@@ -89,7 +91,8 @@ def optimal(methods, family, param, store_path, csv_path, n_col, d_col, c_col, l
     figures_dir = Path(out_dir) if out_dir else base / "figures"
     settings = {"bootstrap": bootstrap, "seed": seed, "grid": grid, "surrogates": tuple(kinds),
                 "mlp": {"max_epochs": mlp_epochs, "hidden": mlp_hidden}, "isoflop_slicing": isoflop_slicing,
-                "isoflop_slices": isoflop_slices, "envelope_min_fraction": envelope_min_fraction}
+                "isoflop_slices": isoflop_slices, "envelope_min_fraction": envelope_min_fraction,
+                "envelope_edges": envelope_edges}
     reports = []
     for inputs in groups:
         report = run_methods(inputs, chosen, budgets=list(budgets) or None, workers=workers, **settings)
