@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def _build(folder: Path, corpus: Corpus, tokenizer: Tokenizer, held_out: float, 
     bar = tqdm(total=corpus.n_bytes, unit="B", unit_scale=True, desc=f"tokenising {corpus.name} ({tokenizer.name})",
                disable=not progress, leave=False)
     try:
-        for batch in _batches(corpus):
+        for batch in _prefetched(_batches(corpus)):
             for (doc_id, text), ids in zip(batch, tokenizer.encode_batch([t for _, t in batch])):
                 part = "held_out" if is_held_out(doc_id, held_out) else "train"
                 ids.append(tokenizer.eos_id)
@@ -126,6 +127,18 @@ def _build(folder: Path, corpus: Corpus, tokenizer: Tokenizer, held_out: float, 
             "eos_id": tokenizer.eos_id, "held_out": held_out, "seconds": round(time.perf_counter() - start, 3)}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     os.replace(tmp, folder)
+
+
+def _prefetched(items):
+    """The items of an iterator, the next one read in a thread while the caller works on the current one.
+
+    Reading documents is Python work that holds the GIL; encoding releases it, so the two overlap.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(next, items, None)
+        while (item := pending.result()) is not None:
+            pending = pool.submit(next, items, None)
+            yield item
 
 
 def _batches(corpus: Corpus):
