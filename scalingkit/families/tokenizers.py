@@ -21,6 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable, Iterable
 
+from filelock import FileLock
+
 from scalingkit.errors import UserError
 
 EOS = "<|endoftext|>"
@@ -110,16 +112,17 @@ def tokenizer_for(setting, corpus, held_out: float, cache_dir: Path) -> Tokenize
     key = hashlib.sha256(json.dumps([corpus.fingerprint, held_out, vocab, BPE_TRAIN_BYTES,
                                      metadata.version("tokenizers")]).encode()).hexdigest()[:24]
     path = Path(cache_dir) / "tokenizers" / f"bpe{vocab}-{key}.json"
-    if path.exists():
-        try:
-            return from_json(path.read_text())
-        except Exception:  # noqa: BLE001 - a damaged file is retrained below
-            path.unlink()
-    text = train_bpe_json(_training_texts(corpus, held_out), vocab)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)  # atomic: a concurrent reader sees the whole file or none
+    with FileLock(str(path) + ".lock"):  # parallel workers train it once
+        if path.exists():
+            try:
+                return from_json(path.read_text())
+            except Exception:  # noqa: BLE001 - a damaged file is retrained below
+                path.unlink()
+        text = train_bpe_json(_training_texts(corpus, held_out), vocab)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)  # atomic: a reader without the lock sees the whole file or none
     return from_json(text)
 
 
