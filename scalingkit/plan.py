@@ -78,8 +78,11 @@ def _jsonable(x):
 
 
 def _check_compatible(path, old: dict, sweep: Sweep, families: dict) -> None:
-    if old.get("training") != sweep.settings.to_dict():
-        a, b = old.get("training", {}), sweep.settings.to_dict()
+    # settings added to scalingkit after the store was made take their defaults (they did not exist then)
+    from scalingkit.config import TrainSettings
+
+    a, b = {**TrainSettings().to_dict(), **old.get("training", {})}, sweep.settings.to_dict()
+    if a != b:
         key = next(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
         raise UserError(f"sweep {sweep.name!r} trains with {key} = {b.get(key)!r} but the store at {path} was filled "
                         f"with {key} = {a.get(key)!r}; use another --store for different training settings")
