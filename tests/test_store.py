@@ -147,3 +147,14 @@ def test_corrupted_store_gives_a_store_error(tmp_path):
         store.read_status(path)
     with pytest.raises(StoreError, match="no cube"):
         store.read_status(tmp_path / "nowhere.zarr")
+
+
+def test_store_from_before_a_new_setting_still_accepts_its_sweep(tmp_path):
+    path, sw = make_store(tmp_path)
+    training = dict(store.attrs(path)["training"])
+    training.pop("mup_base_width")  # as written by a scalingkit that did not have the setting yet
+    store.set_attrs(path, training=training)
+    plan.prepare(path, sw)  # no error: the missing setting takes its default
+    other = sweep.from_table(__import__("tomllib").loads(tiny_sweep_text(extra_training="mup_base_width = 64")))
+    with pytest.raises(Exception, match="mup_base_width"):
+        plan.prepare(path, other)
