@@ -6,7 +6,8 @@ order. Tokens are uint16 when the vocabulary fits, else uint32.
 
 meta.json is written last and atomically, with each file's length and sha256: a cache whose files are missing,
 truncated or altered is detected when it is opened (a warning says what is wrong) and rebuilt. A file lock makes
-parallel workers build it once; the others wait and then read it.
+parallel workers build it once; the others wait and then read it. `cached` gives the same guarantees to any
+pair of token arrays (the generated family's sample pools).
 """
 from __future__ import annotations
 
@@ -48,6 +49,15 @@ def tokenised(corpus: Corpus, tokenizer: Tokenizer, held_out: float, cache_dir: 
               progress: bool = True) -> TokenArrays:
     """The corpus tokenised and split, from the cache (built here, once, if missing or corrupted)."""
     folder = Path(cache_dir or cache_root()) / "tokens" / cache_key(corpus, tokenizer, held_out)
+    return cached(folder, lambda tmp: _write_corpus(tmp, corpus, tokenizer, held_out, progress))
+
+
+def cached(folder: Path, build) -> TokenArrays:
+    """The arrays saved in `folder`, made first by build(tmp_folder) if they are missing or fail their check.
+
+    build writes train.bin and held_out.bin into the folder it is given and returns the meta to record (with
+    "dtype"); lengths, checksums and FORMAT are added here, and the folder is renamed into place when complete.
+    """
     meta, problem = _check(folder)
     if meta is None:
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -55,11 +65,11 @@ def tokenised(corpus: Corpus, tokenizer: Tokenizer, held_out: float, cache_dir: 
             meta, problem = _check(folder)  # another process may have built it while we waited
             if meta is None:
                 if problem:
-                    warnings.warn(f"token cache {folder} is corrupted ({problem}); rebuilding it", stacklevel=2)
-                _build(folder, corpus, tokenizer, held_out, progress)
+                    warnings.warn(f"cache {folder} is corrupted ({problem}); rebuilding it", stacklevel=3)
+                _make(folder, build)
                 meta, problem = _check(folder)
                 if meta is None:
-                    raise RuntimeError(f"token cache {folder} failed its check right after being built: {problem}")
+                    raise RuntimeError(f"cache {folder} failed its check right after being built: {problem}")
     arrays = {p: _open(folder / f"{p}.bin", meta["dtype"], meta["length"][p]) for p in PARTS}
     return TokenArrays(arrays["train"], arrays["held_out"], meta)
 
@@ -95,14 +105,27 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _build(folder: Path, corpus: Corpus, tokenizer: Tokenizer, held_out: float, progress: bool) -> None:
+def _make(folder: Path, build) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     tmp = folder.with_name(folder.name + f".{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
+    meta = build(tmp)
+    itemsize = np.dtype(meta["dtype"]).itemsize
+    meta = {"format": FORMAT, **meta, "length": {p: (tmp / f"{p}.bin").stat().st_size // itemsize for p in PARTS},
+            "sha256": {p: _sha256(tmp / f"{p}.bin") for p in PARTS}}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, folder)
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
+
+
+def _write_corpus(tmp: Path, corpus: Corpus, tokenizer: Tokenizer, held_out: float, progress: bool) -> dict:
+    dtype = token_dtype(tokenizer.vocab_size)
     files = {p: open(tmp / f"{p}.bin", "wb") for p in PARTS}
-    length, docs, chars = dict.fromkeys(PARTS, 0), dict.fromkeys(PARTS, 0), 0
+    docs, chars = dict.fromkeys(PARTS, 0), 0
     start = time.perf_counter()
     bar = tqdm(total=corpus.n_bytes, unit="B", unit_scale=True, desc=f"tokenising {corpus.name} ({tokenizer.name})",
                disable=not progress, leave=False)
@@ -112,7 +135,6 @@ def _build(folder: Path, corpus: Corpus, tokenizer: Tokenizer, held_out: float, 
                 part = "held_out" if is_held_out(doc_id, held_out) else "train"
                 ids.append(tokenizer.eos_id)
                 files[part].write(np.asarray(ids, dtype=dtype).tobytes())
-                length[part] += len(ids)
                 docs[part] += 1
                 chars += len(text)
             bar.update(sum(len(t) for _, t in batch))
@@ -120,13 +142,10 @@ def _build(folder: Path, corpus: Corpus, tokenizer: Tokenizer, held_out: float, 
         bar.close()
         for f in files.values():
             f.close()
-    meta = {"format": FORMAT, "dtype": np.dtype(dtype).name, "length": length, "documents": docs,
-            "characters": chars, "sha256": {p: _sha256(tmp / f"{p}.bin") for p in PARTS},
-            "corpus": corpus.name, "corpus_fingerprint": corpus.fingerprint, "tokenizer": tokenizer.name,
+    return {"dtype": dtype.name, "documents": docs, "characters": chars, "corpus": corpus.name,
+            "corpus_fingerprint": corpus.fingerprint, "tokenizer": tokenizer.name,
             "tokenizer_fingerprint": tokenizer.fingerprint, "vocab_size": tokenizer.vocab_size,
             "eos_id": tokenizer.eos_id, "held_out": held_out, "seconds": round(time.perf_counter() - start, 3)}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, folder)
 
 
 def _prefetched(items):
