@@ -68,7 +68,7 @@ def _distinct_optimum(thetas, objs, theta, rtol=1e-3):
 
 
 @blas_single
-def _refit_weighted(W, form: Form2D, data: logfit.LogData, settings, starts):
+def refit_weighted(W, form: Form2D, data: logfit.LogData, settings, starts):
     """Refit for each row of weights W (bootstrap counts or leave-one-out masks) from each of `starts`
     (the estimate, warm start, plus any other local optimum the full fit found); rows of public vectors."""
     width = len(form.public_vector(starts[0], settings))
@@ -165,9 +165,9 @@ class Estimator2D(Estimator):
         n = len(data.lL)
         B = int(s["bootstrap"])
         counts = np.stack([np.bincount(ix, minlength=n) for ix in bs.resample_indices(s["seed"], B, n)])
-        draws = map_split(_refit_weighted, counts.astype(float), self.form, data, s, starts,
+        draws = map_split(refit_weighted, counts.astype(float), self.form, data, s, starts,
                           workers=s.get("workers"), min_per_worker=100)[:, :-1]
-        jack = map_split(_refit_weighted, 1.0 - np.eye(n), self.form, data, s, starts[:1],
+        jack = map_split(refit_weighted, 1.0 - np.eye(n), self.form, data, s, starts[:1],
                          workers=s.get("workers"), min_per_worker=100)[:, :-1]
         names = [*result.params, *result.derived]
         est = np.array([*result.params.values(), *result.derived.values()])

@@ -36,18 +36,18 @@ def closed_form(P: np.ndarray, budgets) -> np.ndarray:
 def _draws(N, D, L, params: dict, rows: np.ndarray, workers):
     """Refit the Chinchilla form for each row of weights (bootstrap counts or leave-one-out masks).
 
-    Uses the fit package's own refit (form2d._refit_weighted) so that draws match `fit --form chinchilla`;
+    Uses the fit package's own refit (form2d.refit_weighted) so that draws match `fit --form chinchilla`;
     its Estimator keeps only intervals at one budget, and we need the joint draws for any number of budgets.
     """
     from scalingkit.fit import logfit
     from scalingkit.fit.chinchilla import Chinchilla
-    from scalingkit.fit.form2d import _refit_weighted
+    from scalingkit.fit.form2d import refit_weighted
     from scalingkit.fit.parallel import map_split
 
     form = Chinchilla.form
     data = logfit.LogData.of(N, D, L)
     start = form.from_public(params)[None, :]
-    out = map_split(_refit_weighted, rows, form, data, {"maxiter": 5000}, start, workers=workers,
+    out = map_split(refit_weighted, rows, form, data, {"maxiter": 5000}, start, workers=workers,
                     min_per_worker=100)
     return out[:, :5]  # E, A, B, alpha, beta
 
