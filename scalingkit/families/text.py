@@ -41,6 +41,8 @@ class _Stream:
 
 
 class TextFamily(Family):
+    eval_key = "held_out"  # the setting that sizes the evaluation split (named in errors)
+
     def __init__(self, name: str, settings: dict, tokenizer: Tokenizer, arrays: TokenArrays):
         self.name, self.settings, self.tokenizer = name, dict(settings), tokenizer
         self.train, self.held_out = arrays.train, arrays.held_out
@@ -79,7 +81,8 @@ class TextFamily(Family):
         if n_seq > n_windows:
             raise UserError(f"family {self.name!r}: the held-out documents hold {len(self.held_out):,} tokens, "
                             f"{n_windows:,} windows of {length}, fewer than the {n_seq:,} evaluation sequences: raise "
-                            f"'held_out' (now {self.settings['held_out']}) or lower eval_sequences")
+                            f"{self.eval_key!r} (now {self.settings[self.eval_key]}) or lower the sweep's "
+                            f"eval_sequences")
         return _gather(self.held_out, rng.choice(n_windows, size=n_seq, replace=False), length)
 
     def passes(self, tokens: int, context: int) -> int:
