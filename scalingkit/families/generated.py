@@ -1,0 +1,250 @@
+"""Text sampled from a small trained transformer (the paper's TnL, n = 1, 2, 4 layers): between bigrams and text.
+
+A generator GPT (`layers`, `width`, SP) is trained on the text family's windows of the corpus (same corpus,
+tokenizer and held-out split) for `generator_tokens` tokens, with AdamW and the engine's schedule (warm-up, cosine).
+It then writes independent sequences of context + 1 tokens at temperature 1, as the windows it was trained on
+look: x_0 from the corpus's unigram law (a window's first token, which the generator never predicts), then each
+next token from the generator given the prefix. Batches of ROWS sequences advance together, one position per step
+through a key/value cache (exactly the model's logits, no Python loop per sequence). `pool_tokens` tokens are
+written for training runs, and `eval_sequences` more, from a separate random stream, for evaluation.
+
+Generator (model.pt) and pools are cached under <cache>/generators/<key>, key = every setting above plus the
+corpus, tokenizer and torch version: sweeps naming the same generator reuse it, and sampling is deterministic for a
+seed (one torch generator drives every draw). Runs read the pool as the text family reads a corpus: once, in an
+order fixed by their seed (`repeats` allows more passes). spec() records the generator's losses and
+`loss_floor_estimate`: the mean entropy of the next-token laws the pool was drawn from, i.e. the expected loss of
+the ideal predictor (the generator itself) over positions 0..context-1, a Monte Carlo estimate.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from scalingkit.counts import check_shape
+from scalingkit.errors import UserError
+from scalingkit.families.corpus import cache_root
+from scalingkit.families.language_spec import check_derived, check_spec
+from scalingkit.families.text import TextFamily
+from scalingkit.families.token_cache import cached, from_settings, token_dtype
+
+FORMAT = 1
+ROWS = 128  # streams sampled side by side (part of the key: it shapes the pool)
+
+
+def build_generated(name: str, spec: dict) -> "GeneratedFamily":
+    settings, derived = check_spec(name, spec)
+    tokenizer, corpus_arrays = from_settings(settings, settings["held_out"])
+    key = _key(settings, corpus_arrays.meta, tokenizer.fingerprint)
+    folder = cache_root() / "generators" / key
+    try:
+        check_shape(settings["layers"], settings["width"])
+    except UserError as exc:
+        raise UserError(f"family {name!r}: keys 'layers' and 'width': {exc}") from None
+    arrays = cached(folder, lambda tmp: _train_and_sample(tmp, key, name, settings, tokenizer, corpus_arrays))
+    family = GeneratedFamily(name, settings, tokenizer, arrays)
+    check_derived(name, derived, family.spec() if derived else {})
+    return family
+
+
+class GeneratedFamily(TextFamily):
+    """Sequences of a trained generator: a pool read like a corpus, one window = one generated sequence."""
+
+    eval_key = "eval_sequences"
+
+    def sample(self, n_seq, length, rng):
+        self._check_length(length)
+        return super().sample(n_seq, length, rng)
+
+    def eval_sample(self, n_seq, length, rng):
+        self._check_length(length)
+        return super().eval_sample(n_seq, length, rng)
+
+    def _check_length(self, length):
+        if length != self.settings["context"] + 1:
+            raise UserError(f"family {self.name!r}: its sequences are {self.settings['context'] + 1} tokens long "
+                            f"(key 'context' = {self.settings['context']}), the run asks for {length}: set the "
+                            f"family's context to the sweep's")
+
+    def spec(self) -> dict:
+        base = {k: v for k, v in super().spec().items() if k not in ("train_documents", "held_out_documents")}
+        g = self.meta["generator"]
+        return {**base, "generator_key": self.meta["key"], "generator_params": g["params"],
+                "generator_train_loss": g["train_loss"], "generator_eval_loss": g["eval_loss"],
+                "loss_floor_estimate": g["entropy"]}
+
+
+def _key(settings: dict, corpus_meta: dict, tokenizer_fingerprint: str) -> str:
+    import torch
+
+    parts = {"format": FORMAT, "rows": ROWS, "torch": torch.__version__,
+             "corpus": corpus_meta["corpus_fingerprint"], "tokenizer": tokenizer_fingerprint,
+             **{k: v for k, v in settings.items() if k not in ("repeats", "text_field", "corpus", "tokenizer")}}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+# --------------------------------------------------------------------------------------------- training
+
+def train_generator(text: TextFamily, settings: dict, progress: bool = True):
+    """The generator GPT trained on `text`'s windows (returns (model, mean loss over the last tenth of steps))."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    from scalingkit.engine import learning_rate
+    from scalingkit.model import GPTConfig, build_model
+
+    context, batch = settings["context"], settings["batch"]
+    steps = settings["generator_tokens"] // (batch * context)
+    if steps < 1:
+        raise UserError(f"key 'generator_tokens' ({settings['generator_tokens']}) is less than one step of {batch} x {context}")
+    cfg = GPTConfig(vocab_size=text.vocab_size, n_layer=settings["layers"], d_model=settings["width"], context=context)
+    model, parameterisation = build_model(cfg, "sp", settings["seed"])
+    optimiser = torch.optim.AdamW(parameterisation.param_groups(model, settings["lr"], 0.01), lr=settings["lr"],
+                                  betas=(0.9, 0.95), eps=1e-8)
+    rng = np.random.default_rng([3, settings["seed"]])
+    tail = []
+    for step in tqdm(range(steps), desc=f"training generator ({settings['layers']} layers)", disable=not progress,
+                     leave=False):
+        lr_now = learning_rate(step, steps, settings["lr"], 0.02)
+        for group in optimiser.param_groups:
+            group["lr"] = lr_now * group.get("lr_scale", 1.0)
+        seqs = torch.from_numpy(text.sample(batch, context + 1, rng))
+        loss = F.cross_entropy(model(seqs[:, :-1]).flatten(0, 1), seqs[:, 1:].flatten())
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+        if step >= steps - max(1, steps // 10):
+            tail.append(loss.item())
+        if not math.isfinite(tail[-1] if tail else loss.item()):
+            raise UserError(f"the generator diverged at step {step} (training loss {loss.item()}): lower key 'lr'")
+    return model.eval(), float(np.mean(tail))
+
+
+# --------------------------------------------------------------------------------------------- sampling
+
+class PrefixDecoder:
+    """Next-token logits for a batch of sequences fed one position at a time, from position 0.
+
+    The GPT's own layers with a key/value cache: the logits after feeding x_0..x_t equal model(x[:, :t + 1])[:, -1]
+    (up to round-off), at the cost of one position per step instead of the whole prefix.
+    """
+
+    def __init__(self, model, rows: int):
+        import torch
+
+        self.model, cfg = model, model.cfg
+        shape = (rows, cfg.n_head, cfg.context, cfg.d_head)
+        self.keys = [torch.zeros(shape) for _ in model.blocks]
+        self.values = [torch.zeros(shape) for _ in model.blocks]
+        self.t = 0
+
+    def step(self, tokens):
+        """Feed the tokens at the next position (a LongTensor of shape (rows,)); returns the next logits."""
+        import torch.nn.functional as F
+
+        from scalingkit.model import apply_rotary
+
+        m, t = self.model, self.t
+        cos, sin = m.rope_cos[t:t + 1], m.rope_sin[t:t + 1]
+        x = m.wte(tokens)[:, None, :]
+        for block, keys, values in zip(m.blocks, self.keys, self.values):
+            attn = block.attn
+            b, _, d = x.shape
+            q, k, v = (z.view(b, 1, attn.n_head, attn.d_head).transpose(1, 2)
+                       for z in attn.qkv(block.ln_1(x)).split(d, dim=2))
+            keys[:, :, t], values[:, :, t] = apply_rotary(k, cos, sin)[:, :, 0], v[:, :, 0]
+            y = F.scaled_dot_product_attention(apply_rotary(q, cos, sin), keys[:, :, :t + 1], values[:, :, :t + 1],
+                                               scale=attn.attn_scale)  # one query: every cached key is in its past
+            x = x + attn.proj(y.transpose(1, 2).reshape(b, 1, d))
+            x = x + block.mlp(block.ln_2(x))
+        self.t += 1
+        return F.linear(m.ln_f(x)[:, 0], m.wte.weight) * m.readout_scale
+
+
+def generate(model, n_seq: int, first: np.ndarray, seed: int, rows: int = ROWS, progress: bool = True):
+    """n_seq sequences of context + 1 tokens at temperature 1: x_0 drawn from `first` (probabilities over the
+    vocabulary), x_1.. from the model given the prefix. Returns (int64 array, per-position mean entropy (nats) of
+    the next-token laws they were drawn from: the loss of the ideal predictor at positions 0..context-1)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    context = model.cfg.context
+    generator = torch.Generator().manual_seed(int(seed))
+    first = torch.as_tensor(first, dtype=torch.float64)
+    out = np.empty((n_seq, context + 1), dtype=np.int64)
+    entropy = np.zeros(context)
+    with torch.no_grad():
+        for start in tqdm(range(0, n_seq, rows), desc="sampling from the generator", disable=not progress,
+                          leave=False):
+            b = min(rows, n_seq - start)
+            decoder = PrefixDecoder(model, b)
+            token = torch.multinomial(first, b, replacement=True, generator=generator)
+            out[start:start + b, 0] = token.numpy()
+            for t in range(context):
+                probs = torch.softmax(decoder.step(token).float(), dim=-1)
+                token = torch.multinomial(probs, 1, generator=generator)[:, 0]
+                out[start:start + b, t + 1] = token.numpy()
+                entropy[t] -= float((probs * torch.log(probs.clamp_min(1e-30))).sum(dtype=torch.float64))
+    return out, entropy / n_seq
+
+
+def _train_and_sample(tmp: Path, key: str, name: str, settings: dict, tokenizer, corpus_arrays) -> dict:
+    from scalingkit.executors import threads_per_worker
+
+    with _torch_threads(threads_per_worker(1)):  # 1 unless SCALINGKIT_THREADS: see threads_per_worker
+        return _train_and_sample_now(tmp, key, name, settings, tokenizer, corpus_arrays)
+
+
+@contextmanager
+def _torch_threads(n: int):
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _train_and_sample_now(tmp: Path, key: str, name: str, settings: dict, tokenizer, corpus_arrays) -> dict:
+    import torch
+
+    start = time.perf_counter()
+    text_settings = {**settings, "repeats": 10**9}  # the generator may pass over a small corpus many times
+    text = TextFamily(f"{name} (generator data)", text_settings, tokenizer, corpus_arrays)
+    model, train_loss = train_generator(text, settings)
+    with torch.no_grad():
+        held = torch.from_numpy(text.eval_sample(min(256, len(text.held_out) // (settings["context"] + 1)),
+                                                 settings["context"] + 1, np.random.default_rng(0)))
+        eval_loss = float(torch.nn.functional.cross_entropy(model(held[:, :-1]).flatten(0, 1), held[:, 1:].flatten()))
+    trained = time.perf_counter()
+    torch.save({"config": vars(model.cfg), "state_dict": model.state_dict()}, tmp / "model.pt")
+    length = settings["context"] + 1
+    n_train = -(-settings["pool_tokens"] // length)
+    # a window's first token follows the corpus's unigram law; the generator was never asked to predict it
+    first = np.bincount(corpus_arrays.train, minlength=tokenizer.vocab_size) / len(corpus_arrays.train)
+    pools, entropies = {}, []
+    for part, n_seq, stream in (("train", n_train, 1), ("held_out", settings["eval_sequences"], 2)):
+        seed = int(np.random.SeedSequence([settings["seed"], stream]).generate_state(1)[0])  # separate streams
+        pools[part], h = generate(model, n_seq, first, seed)
+        entropies.append(h * n_seq)
+    dtype = token_dtype(tokenizer.vocab_size)
+    for part, seqs in pools.items():
+        (tmp / f"{part}.bin").write_bytes(seqs.astype(dtype).tobytes())
+    sampled = sum(s.size for s in pools.values())
+    return {"dtype": dtype.name, "key": key, "documents": {"train": n_train, "held_out":
+            settings["eval_sequences"]}, "corpus_fingerprint": corpus_arrays.meta["corpus_fingerprint"],
+            "tokenizer_fingerprint": tokenizer.fingerprint,
+            "generator": {"params": sum(p.numel() for p in model.parameters()), "train_loss": train_loss,
+                          "eval_loss": eval_loss,
+                          "entropy": float(np.mean(sum(entropies)) / (n_train + settings["eval_sequences"])),
+                          "train_seconds": round(trained - start, 2),
+                          "sample_tokens_per_s": round(sampled / (time.perf_counter() - trained), 1)}}
