@@ -10,11 +10,13 @@ from functools import lru_cache
 
 from scalingkit.errors import UserError
 from scalingkit.families.bigram import build_bigram
+from scalingkit.families.generated import build_generated
 from scalingkit.families.graphs import build_ba, build_er
 from scalingkit.families.markov import Family, MarkovChainFamily
 from scalingkit.families.text import build_text
 
-KINDS = {"er": build_er, "ba": build_ba, "bigram": build_bigram, "text": build_text}
+KINDS = {"er": build_er, "ba": build_ba, "bigram": build_bigram, "text": build_text,
+         "generated": build_generated}
 
 __all__ = ["KINDS", "Family", "MarkovChainFamily", "build_family"]
 
