@@ -21,7 +21,7 @@ import hashlib
 import json
 import math
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -82,10 +82,23 @@ class GeneratedFamily(TextFamily):
 def _key(settings: dict, corpus_meta: dict, tokenizer_fingerprint: str) -> str:
     import torch
 
-    parts = {"format": FORMAT, "rows": ROWS, "torch": torch.__version__,
+    parts = {"format": FORMAT, "rows": ROWS, "torch": torch.__version__, "device": _device().type,
              "corpus": corpus_meta["corpus_fingerprint"], "tokenizer": tokenizer_fingerprint,
              **{k: v for k, v in settings.items() if k not in ("repeats", "text_field", "corpus", "tokenizer")}}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _device():
+    """CUDA when there is one (the paper-sized generators need it), else the CPU; part of the key (draws differ)."""
+    from scalingkit.engine import resolve_device
+
+    return resolve_device("auto")
+
+
+def _autocast(device):
+    import torch
+
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 # --------------------------------------------------------------------------------------------- training
@@ -105,8 +118,10 @@ def train_generator(text: TextFamily, settings: dict, progress: bool = True):
         raise UserError(f"key 'generator_tokens' ({settings['generator_tokens']}) is less than one step of {batch} x {context}")
     cfg = GPTConfig(vocab_size=text.vocab_size, n_layer=settings["layers"], d_model=settings["width"], context=context)
     model, parameterisation = build_model(cfg, "sp", settings["seed"])
+    device = _device()
+    model.to(device)
     optimiser = torch.optim.AdamW(parameterisation.param_groups(model, settings["lr"], 0.01), lr=settings["lr"],
-                                  betas=(0.9, 0.95), eps=1e-8)
+                                  betas=(0.9, 0.95), eps=1e-8, fused=device.type == "cuda")
     rng = np.random.default_rng([3, settings["seed"]])
     tail = []
     for step in tqdm(range(steps), desc=f"training generator ({settings['layers']} layers)", disable=not progress,
@@ -114,17 +129,19 @@ def train_generator(text: TextFamily, settings: dict, progress: bool = True):
         lr_now = learning_rate(step, steps, settings["lr"], 0.02)
         for group in optimiser.param_groups:
             group["lr"] = lr_now * group.get("lr_scale", 1.0)
-        seqs = torch.from_numpy(text.sample(batch, context + 1, rng))
-        loss = F.cross_entropy(model(seqs[:, :-1]).flatten(0, 1), seqs[:, 1:].flatten())
+        seqs = torch.from_numpy(text.sample(batch, context + 1, rng)).to(device)
+        with _autocast(device):
+            logits = model(seqs[:, :-1])
+        loss = F.cross_entropy(logits.float().flatten(0, 1), seqs[:, 1:].flatten())
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimiser.step()
         if step >= steps - max(1, steps // 10):
-            tail.append(loss.item())
-        if not math.isfinite(tail[-1] if tail else loss.item()):
+            tail.append(loss.detach())
+        if (step % 100 == 0 or step == steps - 1) and not math.isfinite(loss.item()):  # a sync now and then
             raise UserError(f"the generator diverged at step {step} (training loss {loss.item()}): lower key 'lr'")
-    return model.eval(), float(np.mean(tail))
+    return model.eval(), float(torch.stack(tail).mean())
 
 
 # --------------------------------------------------------------------------------------------- sampling
@@ -141,8 +158,10 @@ class PrefixDecoder:
 
         self.model, cfg = model, model.cfg
         shape = (rows, cfg.n_head, cfg.context, cfg.d_head)
-        self.keys = [torch.zeros(shape) for _ in model.blocks]
-        self.values = [torch.zeros(shape) for _ in model.blocks]
+        device = model.wte.weight.device
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # what autocast makes of k and v
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in model.blocks]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in model.blocks]
         self.t = 0
 
     def step(self, tokens):
@@ -175,24 +194,24 @@ def generate(model, n_seq: int, first: np.ndarray, seed: int, rows: int = ROWS, 
     import torch
     from tqdm.auto import tqdm
 
-    context = model.cfg.context
-    generator = torch.Generator().manual_seed(int(seed))
-    first = torch.as_tensor(first, dtype=torch.float64)
+    context, device = model.cfg.context, model.wte.weight.device
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    first = torch.as_tensor(first, dtype=torch.float64, device=device)
     out = np.empty((n_seq, context + 1), dtype=np.int64)
-    entropy = np.zeros(context)
-    with torch.no_grad():
+    entropy = torch.zeros(context, dtype=torch.float64, device=device)
+    with torch.no_grad(), _autocast(device):
         for start in tqdm(range(0, n_seq, rows), desc="sampling from the generator", disable=not progress,
                           leave=False):
             b = min(rows, n_seq - start)
             decoder = PrefixDecoder(model, b)
-            token = torch.multinomial(first, b, replacement=True, generator=generator)
-            out[start:start + b, 0] = token.numpy()
+            batch = torch.empty((b, context + 1), dtype=torch.int64, device=device)
+            batch[:, 0] = token = torch.multinomial(first, b, replacement=True, generator=generator)
             for t in range(context):
                 probs = torch.softmax(decoder.step(token).float(), dim=-1)
-                token = torch.multinomial(probs, 1, generator=generator)[:, 0]
-                out[start:start + b, t + 1] = token.numpy()
-                entropy[t] -= float((probs * torch.log(probs.clamp_min(1e-30))).sum(dtype=torch.float64))
-    return out, entropy / n_seq
+                batch[:, t + 1] = token = torch.multinomial(probs, 1, generator=generator)[:, 0]
+                entropy[t] -= (probs * torch.log(probs.clamp_min(1e-30))).sum(dtype=torch.float64)
+            out[start:start + b] = batch.cpu().numpy()
+    return out, entropy.cpu().numpy() / n_seq
 
 
 def _train_and_sample(tmp: Path, key: str, name: str, settings: dict, tokenizer, corpus_arrays) -> dict:
@@ -221,12 +240,15 @@ def _train_and_sample_now(tmp: Path, key: str, name: str, settings: dict, tokeni
     text_settings = {**settings, "repeats": 10**9}  # the generator may pass over a small corpus many times
     text = TextFamily(f"{name} (generator data)", text_settings, tokenizer, corpus_arrays)
     model, train_loss = train_generator(text, settings)
-    with torch.no_grad():
+    device = model.wte.weight.device
+    with torch.no_grad(), _autocast(device):
         held = torch.from_numpy(text.eval_sample(min(256, len(text.held_out) // (settings["context"] + 1)),
-                                                 settings["context"] + 1, np.random.default_rng(0)))
-        eval_loss = float(torch.nn.functional.cross_entropy(model(held[:, :-1]).flatten(0, 1), held[:, 1:].flatten()))
+                                                 settings["context"] + 1, np.random.default_rng(0))).to(device)
+        logits = model(held[:, :-1]).float()
+        eval_loss = float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), held[:, 1:].flatten()))
     trained = time.perf_counter()
-    torch.save({"config": vars(model.cfg), "state_dict": model.state_dict()}, tmp / "model.pt")
+    state = {k: v.cpu() for k, v in model.state_dict().items()}
+    torch.save({"config": vars(model.cfg), "state_dict": state, "device": device.type}, tmp / "model.pt")
     length = settings["context"] + 1
     n_train = -(-settings["pool_tokens"] // length)
     # a window's first token follows the corpus's unigram law; the generator was never asked to predict it
