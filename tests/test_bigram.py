@@ -24,10 +24,13 @@ def plays(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("SCALINGKIT_CORPUS", str(embedded.corpus_dir()))  # before the cache root moves
-    monkeypatch.setenv("SCALINGKIT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory):
+    """Caches under pytest's temporary folder (module scope: the module's fixtures build families too)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SCALINGKIT_CORPUS", str(embedded.corpus_dir()))  # before the cache root moves
+        mp.setenv("SCALINGKIT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        yield
 
 
 @pytest.fixture(scope="module")
