@@ -34,7 +34,8 @@ from scalingkit.families.text import TextFamily
 from scalingkit.families.token_cache import cached, from_settings, token_dtype
 
 FORMAT = 1
-ROWS = 128  # streams sampled side by side (part of the key: it shapes the pool)
+ROWS = 128  # sequences sampled side by side on the CPU (part of the key: it orders the random draws)
+GPU_ROWS = 2048  # on a GPU: a 4096-wide generator needs big batches to be fast (its key/value cache: ~7 GB)
 
 
 def build_generated(name: str, spec: dict) -> "GeneratedFamily":
@@ -82,7 +83,7 @@ class GeneratedFamily(TextFamily):
 def _key(settings: dict, corpus_meta: dict, tokenizer_fingerprint: str) -> str:
     import torch
 
-    parts = {"format": FORMAT, "rows": ROWS, "torch": torch.__version__, "device": _device().type,
+    parts = {"format": FORMAT, "rows": [ROWS, GPU_ROWS], "torch": torch.__version__, "device": _device().type,
              "corpus": corpus_meta["corpus_fingerprint"], "tokenizer": tokenizer_fingerprint,
              **{k: v for k, v in settings.items() if k not in ("repeats", "text_field", "corpus", "tokenizer")}}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
@@ -256,7 +257,7 @@ def _train_and_sample_now(tmp: Path, key: str, name: str, settings: dict, tokeni
     pools, entropies = {}, []
     for part, n_seq, stream in (("train", n_train, 1), ("held_out", settings["eval_sequences"], 2)):
         seed = int(np.random.SeedSequence([settings["seed"], stream]).generate_state(1)[0])  # separate streams
-        pools[part], h = generate(model, n_seq, first, seed)
+        pools[part], h = generate(model, n_seq, first, seed, rows=GPU_ROWS if device.type == "cuda" else ROWS)
         entropies.append(h * n_seq)
     dtype = token_dtype(tokenizer.vocab_size)
     for part, seqs in pools.items():
