@@ -9,8 +9,9 @@ through a key/value cache (exactly the model's logits, no Python loop per sequen
 written for training runs, and `eval_sequences` more, from a separate random stream, for evaluation.
 
 Generator (model.pt) and pools are cached under <cache>/generators/<key>, key = every setting above plus the
-corpus, tokenizer and torch version: sweeps naming the same generator reuse it, and sampling is deterministic for a
-seed (one torch generator drives every draw). Runs read the pool as the text family reads a corpus: once, in an
+corpus, tokenizer, torch version and device type: sweeps naming the same generator reuse it, and sampling is
+deterministic for a seed (one torch generator drives every draw; one torch thread on the CPU). Training and
+sampling use CUDA when there is one. Runs read the pool as the text family reads a corpus: once, in an
 order fixed by their seed (`repeats` allows more passes). spec() records the generator's losses and
 `loss_floor_estimate`: the mean entropy of the next-token laws the pool was drawn from, i.e. the expected loss of
 the ideal predictor (the generator itself) over positions 0..context-1, a Monte Carlo estimate.
