@@ -93,10 +93,18 @@ class Batches:
         self.family, self.batch, self.context, self.device = family, batch, context, device
         self.rng = np.random.default_rng([TRAIN_STREAM, int(seed)])
 
+    def sample(self) -> np.ndarray:
+        """The next (batch, context + 1) token ids, on the host (a batched trainer stacks several streams)."""
+        return self.family.sample(self.batch, self.context + 1, self.rng)
+
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        seqs = torch.from_numpy(self.family.sample(self.batch, self.context + 1, self.rng))
-        seqs = seqs.to(self.device, non_blocking=True)
+        seqs = torch.from_numpy(self.sample()).to(self.device, non_blocking=True)
         return seqs[:, :-1], seqs[:, 1:]
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA; on the CPU full fp32 and no autocast machinery at all."""
+    return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
 
 
 def held_out_set(family, settings: TrainSettings) -> np.ndarray:
@@ -137,8 +145,7 @@ def train(cfg: RunConfig, family, on_point: Callable[[RunResult], None] | None =
     groups = parameterisation.param_groups(model, cfg.lr, s.weight_decay)
     optimiser = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(s.betas), eps=s.eps,
                                   fused=device.type == "cuda")
-    # bf16 autocast on CUDA; on the CPU full fp32 and no autocast machinery at all
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
+    autocast = autocast_for(device)
     eval_seqs = torch.from_numpy(held_out_set(family, s)).to(device)
     batches = Batches(family, s.batch, s.context, cfg.seed, device)
     points = eval_steps(cfg.steps, s.eval_points)

@@ -1,0 +1,181 @@
+"""K learning-rate/seed variants of one shape, trained together in one process: engine.train for a stack.
+
+The variants share the family, parameterisation, shape, token budget and training settings; each keeps its own peak
+learning rate (so its own schedule), its own initialisation (build_model with its seed), its own data (the Batches
+stream a single run with its seed reads) and its own evaluation curve. A variant whose loss stops being finite is
+finished as `diverged` exactly where engine.train would stop it, and dropped from the stack; the others go on.
+Each variant's RunResult is what engine.train returns for it alone, up to float rounding, except `wall_seconds`
+and `eval_seconds`: a variant is charged its share of the batch's time (each interval split among the variants
+still training), so the shares add up to the batch's wall time.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from scalingkit.config import RunConfig
+from scalingkit.engine import (Batches, RunResult, _result, autocast_for, eval_steps, held_out_set, learning_rate,
+                               resolve_device)
+from scalingkit.model import GPTConfig, build_model
+from scalingkit.stacked import StackedGPT
+from scalingkit.stacked_adamw import StackedAdamW, clip_grad_norms
+
+
+def check_batchable(cfgs: list[RunConfig]) -> None:
+    """Variants of one batch may differ only in learning rate and seed."""
+    if not cfgs:
+        raise ValueError("a batch needs at least one variant")
+    shape = _shape_key(cfgs[0])
+    for cfg in cfgs[1:]:
+        if _shape_key(cfg) != shape:
+            raise ValueError(f"cannot batch {cfg} with {cfgs[0]}: only lr and seed may differ")
+
+
+def _shape_key(cfg: RunConfig) -> tuple:
+    return (cfg.family, cfg.param, cfg.n_layer, cfg.d_model, cfg.tokens, cfg.settings)
+
+
+def build_stack(cfgs: list[RunConfig], vocab_size: int, device: torch.device):
+    """The stacked model and its optimiser, every variant initialised exactly as engine.train initialises it."""
+    s = cfgs[0].settings
+    model_cfg = GPTConfig(vocab_size=vocab_size, n_layer=cfgs[0].n_layer, d_model=cfgs[0].d_model, context=s.context)
+    built = [build_model(model_cfg, cfg.param, cfg.seed, s.mup_base_width) for cfg in cfgs]
+    parameterisation = built[0][1]
+    groups = {name: (g["lr_scale"], g["weight_decay"])
+              for g in parameterisation.param_groups(built[0][0], 1.0, s.weight_decay) for name in g["names"]}
+    stack = StackedGPT([model for model, _ in built], device)
+    return stack, StackedAdamW(stack.params, groups, tuple(s.betas), s.eps)
+
+
+def rows_per_chunk(k: int, tokens: int, vocab: int, device: torch.device) -> int:
+    """How many variants' logits to take at once: all on a GPU; on the CPU as many as fit in ~4 MB of cache."""
+    if device.type == "cuda":
+        return k
+    return max(1, min(k, CPU_LOGITS_BYTES // (4 * tokens * vocab)))
+
+
+CPU_LOGITS_BYTES = 4 << 20
+
+
+@torch.no_grad()
+def evaluate_stack(stack: StackedGPT, seqs: torch.Tensor, batch: int, autocast) -> list[float]:
+    """engine.evaluate for every variant on the shared held-out set (same chunks, so the same sums)."""
+    k, vocab = stack.k, stack.template.cfg.vocab_size
+    totals, count = np.zeros(k), 0
+    for i in range(0, len(seqs), batch):
+        chunk = seqs[i : i + batch]
+        idx = chunk[None, :, :-1].expand(k, -1, -1)
+        per_token = stack.token_losses(idx, chunk[None, :, 1:].expand(k, -1, -1), autocast,
+                                       rows_per_chunk(k, idx[0].numel(), vocab, seqs.device))
+        totals += per_token.sum(1).double().cpu().numpy()
+        count += chunk[:, 1:].numel()
+    return list(totals / count)
+
+
+class _Clock:
+    """Charges each interval of the batch's time equally to the variants training during it."""
+
+    def __init__(self, k: int):
+        self.wall, self.eval = np.zeros(k), np.zeros(k)
+        self.last = time.perf_counter()
+
+    def charge(self, live: list[int]) -> None:
+        now = time.perf_counter()
+        self.wall[live] += (now - self.last) / len(live)
+        self.last = now
+
+    def charge_eval(self, live: list[int], seconds: float) -> None:
+        self.eval[live] += seconds / len(live)
+
+
+def train_batch(cfgs: list[RunConfig], family,
+                on_point: Callable[[int, RunResult], None] | None = None) -> list[RunResult]:
+    """Train the variants together; results in the order of `cfgs`. `on_point(i, partial)` is called for every
+    variant still training after each evaluation (for partial-curve saving)."""
+    check_batchable(cfgs)
+    s, total_steps = cfgs[0].settings, cfgs[0].steps
+    if total_steps < 1:
+        from scalingkit.errors import UserError
+
+        raise UserError(f"token budget {cfgs[0].tokens} is smaller than one step of {s.batch} x {s.context} tokens")
+    device = resolve_device(s.device)
+    stack, optimiser = build_stack(cfgs, family.vocab_size, device)
+    autocast = autocast_for(device)
+    eval_seqs = torch.from_numpy(held_out_set(family, s)).to(device)
+    streams = [Batches(family, s.batch, s.context, cfg.seed, device) for cfg in cfgs]
+    points = eval_steps(total_steps, s.eval_points)
+    tokens_per_step = s.batch * s.context
+
+    live = list(range(len(cfgs)))  # indices into cfgs of the variants still in the stack
+    recs = [{"steps": [], "train": [], "eval": [], "lr": []} for _ in cfgs]
+    ends: list[tuple[str, str] | None] = [None] * len(cfgs)  # (status, message) once a variant is finished
+    clock = _Clock(len(cfgs))
+    running, since_last, next_point = torch.zeros(len(live), device=device), 0, 0
+
+    def finish(rows: list[int], message: Callable[[int], str]) -> None:
+        """Finish the stack rows as diverged and drop them (a frozen variant costs nothing more)."""
+        nonlocal running, live
+        clock.charge(live)
+        for r in rows:
+            ends[live[r]] = ("diverged", message(r))
+        keep = [r for r in range(len(live)) if r not in rows]
+        if keep:
+            stack.keep(keep)
+            optimiser.keep(stack.params, keep)
+            running = running[keep]
+        live = [live[r] for r in keep]
+
+    for step in range(total_steps):
+        lr_now = np.array([learning_rate(step, total_steps, cfgs[i].lr, s.warmup_fraction) for i in live])
+        seqs = torch.from_numpy(np.stack([streams[i].sample() for i in live])).to(device, non_blocking=True)
+        x, y = seqs[:, :, :-1], seqs[:, :, 1:]
+        chunk = rows_per_chunk(len(live), s.batch * s.context, family.vocab_size, device)
+        losses = stack.token_losses(x, y, autocast, chunk).mean(1)  # each variant's own mean, as engine.train's
+        optimiser.zero_grad()
+        losses.sum().backward()  # variants share no parameter, so each gets exactly its own gradient
+        if s.grad_clip > 0:
+            clip_grad_norms(stack.params, s.grad_clip)
+        optimiser.step(lr_now)
+        running += losses.detach()
+        since_last += 1
+        done_steps = step + 1
+        at_point = next_point < len(points) and done_steps == points[next_point]
+        if at_point or done_steps % 100 == 0:
+            mean_train = (running / since_last).tolist()  # one device sync per point, not per step
+            bad = [r for r, v in enumerate(mean_train) if not math.isfinite(v)]
+            if bad:
+                finish(bad, lambda r: f"training loss became {mean_train[r]} at step {done_steps}")
+                mean_train = [v for r, v in enumerate(mean_train) if r not in bad]
+                if not live:
+                    break
+        if at_point:
+            t_eval = time.perf_counter()
+            evals = evaluate_stack(stack, eval_seqs, max(s.batch, 64), autocast)
+            clock.charge_eval(live, time.perf_counter() - t_eval)
+            for r, i in enumerate(live):
+                recs[i]["steps"].append(done_steps)
+                recs[i]["train"].append(mean_train[r])
+                recs[i]["eval"].append(evals[r])
+                recs[i]["lr"].append(float(lr_now[r]))
+            running, since_last = torch.zeros(len(live), device=device), 0
+            next_point += 1
+            bad = [r for r, v in enumerate(evals) if not math.isfinite(v)]
+            if bad:
+                finish(bad, lambda r: f"evaluation loss became {evals[r]} at step {done_steps}")
+                if not live:
+                    break
+            if on_point is not None:
+                clock.charge(live)
+                for i in live:
+                    on_point(i, _result(recs[i], tokens_per_step, "running", clock.wall[i], "", clock.eval[i]))
+    if live:
+        clock.charge(live)
+    out = []
+    for i in range(len(cfgs)):
+        status, message = ends[i] or ("done", "")
+        out.append(_result(recs[i], tokens_per_step, status, clock.wall[i], message, clock.eval[i]))
+    return out
