@@ -16,6 +16,8 @@
     [training]                  # optional; defaults in engine.TrainSettings
     context = 50
     batch = 32
+    [lr_search]                 # optional: search the lr grid per (family, param, N, D) (lrsearch.py)
+    start = [3e-3]
 
 Validation names the bad key in a one-line UserError. A store keeps every sweep it was filled from, so
 `train --fill-missing` without a sweep re-plans from them.
@@ -27,12 +29,13 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from scalingkit import lrsearch
 from scalingkit.config import PARAM_NAMES, RunConfig, TrainSettings
 from scalingkit.counts import check_shape, nonembedding_params
 from scalingkit.errors import UserError
 from scalingkit.store import Cell
 
-TOP_KEYS = {"name", "description", "families", "grid", "training"}
+TOP_KEYS = {"name", "description", "families", "grid", "training", "lr_search"}
 GRID_KEYS = {"params": str, "layers": int, "widths": int, "tokens": int, "lrs": float, "seeds": int}
 SETTING_KEYS = {f.name: f.type for f in fields(TrainSettings)}
 
@@ -44,6 +47,7 @@ class Sweep:
     grid: dict  # key -> list
     settings: TrainSettings
     source: dict  # the validated table, as stored in the cube
+    lr_search: dict | None = None  # {"start": [...], "max_rounds": n} (lrsearch.py); None: train the whole lr grid
 
     @property
     def shapes(self) -> dict:
@@ -103,9 +107,12 @@ def from_table(table: dict, default_name: str = "sweep", check_families: bool = 
     grid = _validate_grid(table["grid"], where)
     settings = _validate_settings(table.get("training", {}), where)
     source = {"name": name, "families": families, "grid": grid, "training": settings.to_dict()}
+    lr_search = lrsearch.validate(table.get("lr_search"), grid["lrs"], where)
+    if lr_search is not None:
+        source["lr_search"] = lr_search
     if "description" in table:
         source["description"] = str(table["description"])
-    sweep = Sweep(name=name, families=families, grid=grid, settings=settings, source=source)
+    sweep = Sweep(name=name, families=families, grid=grid, settings=settings, source=source, lr_search=lr_search)
     _check_buildable(sweep, where, check_families)
     return sweep
 
