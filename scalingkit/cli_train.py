@@ -23,7 +23,10 @@ store_option = click.option("--store", "store_path", default=DEFAULT_STORE, show
               help="Override the sweep's device setting.")
 @click.option("--retry-failed", is_flag=True, help="Also re-run cells whose last attempt failed.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def train(sweep_file, fill_missing, store_path, workers, executor, device, retry_failed, no_progress):
+@click.option("--batch-variants", default="auto", show_default=True, metavar="auto|K",
+              help="Train up to K learning-rate/seed variants of one shape together in one process (1: one by one); "
+                   "auto: as many as memory allows, where a short timing probe shows it pays.")
+def train(sweep_file, fill_missing, store_path, workers, executor, device, retry_failed, no_progress, batch_variants):
     """Add SWEEP_FILE's cells to the cube and train what is missing.
 
     Without SWEEP_FILE, the sweeps the store was filled from are re-planned.
@@ -33,12 +36,20 @@ def train(sweep_file, fill_missing, store_path, workers, executor, device, retry
 
     if not fill_missing:
         raise UserError("say --fill-missing to train the missing cells (the only mode so far)")
+    if batch_variants != "auto":
+        try:
+            batch_variants = int(batch_variants)
+        except ValueError:
+            batch_variants = 0
+        if batch_variants < 1:
+            raise UserError("--batch-variants must be auto or a whole number >= 1")
     sw = sweep.load(sweep_file) if sweep_file else None
     from scalingkit.executors import check_device
 
     check_device(device or (sw.settings.device if sw else None))
     report = runner.fill_missing(store_path, sw, workers=workers, executor=executor, retry_failed=retry_failed,
-                                 device=device, progress=not no_progress, echo=click.echo)
+                                 device=device, progress=not no_progress, echo=click.echo,
+                                 batch_variants=batch_variants)
     click.echo(report.summary())
     if report.counts.get("failed"):
         sys.exit(1)
@@ -47,11 +58,14 @@ def train(sweep_file, fill_missing, store_path, workers, executor, device, retry
 @click.command()
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def status(store_path, as_json):
-    """What is done, missing, diverged or failed, and how much compute is left."""
+@click.option("--brackets", is_flag=True,
+              help="Also say, for sweeps that train their whole lr grid, whether each (family, param, N, D)'s best "
+                   "learning rate is bracketed (reads every finished run's loss; sweeps with [lr_search] always show).")
+def status(store_path, as_json, brackets):
+    """What is done, missing, diverged or failed, how much compute is left, and where the best learning rates stand."""
     from scalingkit import report
 
-    summary = report.status_summary(store_path)
+    summary = report.status_summary(store_path, brackets=brackets)
     click.echo(json.dumps(summary, indent=2) if as_json else report.format_status(summary))
 
 

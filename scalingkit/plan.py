@@ -93,20 +93,94 @@ def _check_compatible(path, old: dict, sweep: Sweep, families: dict) -> None:
                             f"store at {path}; give it another name")
 
 
-def planned_mask(coords: dict, sweeps: list[Sweep]) -> np.ndarray:
-    """Boolean mask over the cube's run dimensions: the cells some stored sweep asks for."""
+def sweep_index(coords: dict, sw: Sweep) -> list[list[int]] | None:
+    """Positions of the sweep's labels along each run dimension, in the order of Sweep.cells() (so a block of the
+    cube taken with np.ix_ ravels to sw.cells()); None if the cube does not hold them all (not prepared yet)."""
+    lookup = {d: {_key(d, x): i for i, x in enumerate(coords[d])} for d in RUN_DIMS}
+    labels = {"family": list(sw.families), "param": sw.grid["params"], "N": sorted(sw.shapes),
+              "D": sw.grid["tokens"], "lr": sw.grid["lrs"], "seed": sw.grid["seeds"]}
+    try:
+        return [[lookup[d][_key(d, x)] for x in labels[d]] for d in RUN_DIMS]
+    except KeyError:
+        return None
+
+
+def planned_mask(coords: dict, sweeps: list[Sweep], codes: np.ndarray | None = None, path=None) -> np.ndarray:
+    """Boolean mask over the cube's run dimensions: the cells some stored sweep asks for. A sweep with an
+    [lr_search] asks only for the learning rates its search wants so far, which needs the status codes and the
+    store (for the final losses)."""
     shape = tuple(len(coords[d]) for d in RUN_DIMS)
     mask = np.zeros(shape, dtype=bool)
-    lookup = {d: {_key(d, x): i for i, x in enumerate(coords[d])} for d in RUN_DIMS}
     for sw in sweeps:
-        labels = {"family": list(sw.families), "param": sw.grid["params"], "N": list(sw.shapes),
-                  "D": sw.grid["tokens"], "lr": sw.grid["lrs"], "seed": sw.grid["seeds"]}
-        try:
-            idx = [[lookup[d][_key(d, x)] for x in labels[d]] for d in RUN_DIMS]
-        except KeyError:
+        idx = sweep_index(coords, sw)
+        if idx is None:
             continue  # a sweep whose labels are not all in the cube yet: it has not been prepared
-        mask[np.ix_(*idx)] = True
+        mask[np.ix_(*idx)] |= wanted_block(path, codes, sw, idx)
     return mask
+
+
+def wanted_block(path, codes, sw: Sweep, idx: list[list[int]]) -> np.ndarray:
+    """The sweep's block (axes in sweep order): True where the sweep wants a run."""
+    if sw.lr_search is None:
+        return np.ones(tuple(len(i) for i in idx), dtype=bool)
+    return lr_searches(path, codes, sw, idx)[0]
+
+
+def lr_searches(path, codes: np.ndarray, sw: Sweep, idx: list[list[int]]):
+    """(wanted mask, Search per (family, param, N, D)) of a sweep with an [lr_search], from the cube's results."""
+    from scalingkit import lrsearch
+
+    if codes is None or path is None:
+        raise ValueError(f"sweep {sw.name!r} searches learning rates: planning it needs the status codes and store")
+    block = codes[np.ix_(*idx)]
+    losses = final_losses(path, idx, block)
+    return lrsearch.search_block(sw.grid["lrs"], sw.lr_search, block, losses, STATUS_CODE["done"],
+                                 STATUS_CODE["diverged"])
+
+
+def final_losses(path, idx: list[list[int]], block: np.ndarray) -> np.ndarray:
+    """final_eval_loss over a block, read only where a run is done (one chunk per run: reading the rest would cost
+    ~0.2 ms a cell for nothing); NaN elsewhere."""
+    out = np.full(block.shape, np.nan)
+    where = np.nonzero(block == STATUS_CODE["done"])
+    if where[0].size:
+        selection = tuple(np.asarray(idx[a])[where[a]] for a in range(len(idx)))
+        out[where] = store._open_group(path)["final_eval_loss"].get_coordinate_selection(selection)
+    return out
+
+
+def lr_optima(path, sweeps: list[Sweep], coords: dict | None = None, codes: np.ndarray | None = None,
+              grids: bool = False) -> list[dict]:
+    """Where the best learning rate of every (family, param, N, D) stands: for sweeps with an [lr_search], the
+    search's state; with grids=True also for sweeps training the whole grid ('open' while a neighbour of the best is
+    unfinished). Rows: sweep, family, param, N, D, state, best_lr, tried (learning rates finished or wanted)."""
+    from scalingkit import lrsearch
+
+    if coords is None or codes is None:
+        coords, codes = store.read_status(path)
+    done, diverged = STATUS_CODE["done"], STATUS_CODE["diverged"]
+    rows = []
+    for sw in sweeps:
+        idx = sweep_index(coords, sw) if (sw.lr_search is not None or grids) else None
+        if idx is None:
+            continue
+        if sw.lr_search is not None:
+            _, searches = lr_searches(path, codes, sw, idx)
+        else:
+            block = codes[np.ix_(*idx)]
+            losses = final_losses(path, idx, block)
+        labels = (list(sw.families), sw.grid["params"], sorted(sw.shapes), sw.grid["tokens"])
+        for pos in np.ndindex(*(len(i) for i in idx[:4])):
+            if sw.lr_search is not None:
+                found = searches[pos]
+                state, best, tried = found.state, found.best_lr, len(found.wanted)
+            else:
+                per_lr = lrsearch.lr_losses(block[pos], losses[pos], done, diverged)
+                state, best = lrsearch.bracket(sw.grid["lrs"], per_lr)
+                tried = sum(v is not None for v in per_lr)
+            rows.append({"sweep": sw.name, **{d: labels[a][pos[a]] for a, d in enumerate(RUN_DIMS[:4])},
+                         "state": state, "best_lr": best, "tried": tried})
+    return rows
 
 
 def _key(dim, x):
@@ -114,17 +188,19 @@ def _key(dim, x):
 
 
 def missing_cells(path, sweeps: list[Sweep], retry_failed: bool = False) -> list[tuple[Cell, Sweep]]:
-    """Cells that some sweep plans and that are not finished (done or diverged), each with the sweep that plans it."""
+    """Cells that some sweep plans and that are not finished (done or diverged), each with the sweep that plans it.
+    For a sweep with an [lr_search], the cells its search wants now (later rounds appear as results arrive)."""
     coords, status = store.read_status(path)
     todo_codes = [STATUS_CODE["missing"]] + ([STATUS_CODE["failed"]] if retry_failed else [])
     out, seen = [], set()
-    lookup = {d: {_key(d, x): i for i, x in enumerate(coords[d])} for d in RUN_DIMS}
     for sw in sweeps:
-        for cell in sw.cells():
-            if cell in seen:
-                continue
-            idx = tuple(lookup[d][_key(d, x)] for d, x in zip(RUN_DIMS, cell.labels()))
-            if status[idx] in todo_codes:
+        idx = sweep_index(coords, sw)
+        if idx is None:
+            raise StoreError(f"sweep {sw.name!r} is not in the cube at {path}: give its file to `train` to add it")
+        wanted = wanted_block(path, status, sw, idx).ravel()
+        todo = np.isin(status[np.ix_(*idx)], todo_codes).ravel()
+        for cell, want, left in zip(sw.cells(), wanted, todo):
+            if want and left and cell not in seen:
                 out.append((cell, sw))
                 seen.add(cell)
     return out

@@ -9,11 +9,13 @@ from scalingkit import plan, store
 from scalingkit.store import RUN_DIMS, STATUS, STATUS_CODE
 
 
-def status_summary(path) -> dict:
+def status_summary(path, brackets: bool = False) -> dict:
+    """Counts by status, compute left, and where each (family, param, N, D)'s best learning rate stands: always for
+    sweeps that search learning rates, for every sweep with brackets=True (reads the final loss of every done run)."""
     coords, codes = store.read_status(path)
     group = store._open_group(path)
     sweeps = plan.stored_sweeps(path)
-    planned = plan.planned_mask(coords, sweeps)
+    planned = plan.planned_mask(coords, sweeps, codes, path)
     n_params = np.asarray(group["n_params"][:], dtype=np.float64)  # (family, N)
     D = np.asarray(coords["D"], dtype=np.float64)
     # 6 N D for every cell, broadcast over (family, param, N, D, lr, seed)
@@ -36,6 +38,8 @@ def status_summary(path) -> dict:
             out["by_family"][f"{fam}/{par}"] = {name: int((sub == STATUS_CODE[name]).sum()) for name in STATUS}
     out["unplanned_cells"] = int((~planned).sum())
     out["sizes"] = {d: len(coords[d]) for d in RUN_DIMS}
+    if brackets or any(sw.lr_search is not None for sw in sweeps):
+        out["lr_optima"] = plan.lr_optima(path, sweeps, coords, codes, grids=brackets)
     return out
 
 
@@ -48,6 +52,40 @@ def format_status(s: dict) -> str:
         lines.append(f"{key:<{width}}  " + "  ".join(f"{counts[k]:>8,}" for k in STATUS))
     lines.append(f"compute left: {s['flops_left_6nd']:.3g} FLOPs (6ND), {s['tokens_left']:.3g} tokens; "
                  f"done: {s['flops_done_6nd']:.3g} FLOPs")
+    if s.get("lr_optima"):
+        lines.append(format_lr_optima(s["lr_optima"]))
+    return "\n".join(lines)
+
+
+MARKS = {"bracketed": "ok", "low bound": "low", "high bound": "high", "max rounds": "stop", "searching": "...",
+         "open": "...", "none": "-"}
+
+
+def format_lr_optima(rows: list[dict]) -> str:
+    """One grid per (sweep, family, param): rows N, columns D; each cell says whether the best learning rate is
+    bracketed ('ok'), at the lowest or highest learning rate of the grid ('low', 'high': widen the grid), given up
+    after max_rounds ('stop') or still being searched ('...'), with the best lr and how many lrs were tried."""
+    counts = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    lines = ["best learning rate per (family, param, N, D): " + ", ".join(f"{v} {k}" for k, v in counts.items()),
+             "  ok = bracketed by tried neighbours; low/high = at the grid's end (a bound); stop = max_rounds reached"]
+    blocks: dict[tuple, list[dict]] = {}
+    for r in rows:
+        blocks.setdefault((r["sweep"], r["family"], r["param"]), []).append(r)
+    for (sweep, fam, par), block in blocks.items():
+        Ds = sorted({r["D"] for r in block})
+        cell = {(r["N"], r["D"]): r for r in block}
+        lines.append(f"{sweep}: {fam}/{par}  (mark best-lr/tried)")
+        lines.append(f"{'N':>12} " + " ".join(f"{f'D={d:.3g}':>18}" for d in Ds))
+        for n in sorted({r["N"] for r in block}):
+            marks = []
+            for d in Ds:
+                r = cell.get((n, d))
+                best = "" if r is None or r["best_lr"] is None else f"{r['best_lr']:.3g}"
+                text = "" if r is None else f"{MARKS[r['state']]} {best}/{r['tried']}".replace(" /", " -/")
+                marks.append(f"{text:>18}")
+            lines.append(f"{n:>12,} " + " ".join(marks))
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
-"""What one worker process does for one cell: build the family, train, write its own region of the cube.
+"""What one worker process does for one cell or one batch of cells: build the family, train, write each cell's
+own region of the cube.
 
 A worker never writes `status`: it returns the outcome and the coordinator records it under the store lock, so a
 worker killed at any moment leaves its cell `missing` (at worst with a partial curve that the re-run overwrites).
@@ -31,8 +32,13 @@ def set_threads(threads: int) -> None:
 def run_cell(store_path: str, cell: Cell, config, family_spec: dict, threads: int = 0) -> Outcome:
     """Train `config` (an engine.RunConfig) and write its curve and per-run values. Never raises: a failure is an
     Outcome with status 'failed' and the error in one line."""
-    from datetime import datetime, timezone
+    return run_batch(store_path, (cell,), (config,), family_spec, threads)[0]
 
+
+def run_batch(store_path: str, cells, configs, family_spec: dict, threads: int = 0) -> list[Outcome]:
+    """Train cells of one shape (differing only in lr and seed) and write each into its own region, exactly as
+    run_cell writes a single run. One cell trains with engine.train; several with batched.train_batch. Never
+    raises: if the batch fails, every cell's Outcome is 'failed' with the error."""
     from scalingkit import engine
     from scalingkit.families import build_family
     from scalingkit.store import RunWriter
@@ -40,32 +46,65 @@ def run_cell(store_path: str, cell: Cell, config, family_spec: dict, threads: in
     start = time.perf_counter()
     try:
         set_threads(threads)
-        family = build_family(cell.family, family_spec)
+        family = build_family(cells[0].family, family_spec)
         writer = RunWriter(store_path)
-        last_save = [time.perf_counter()]
+        partial = _PartialSaver(writer, cells, configs[0].settings.checkpoint_seconds)
+        if len(cells) == 1:
+            results = [engine.train(configs[0], family, on_point=lambda r: partial(0, r))]
+        else:
+            from scalingkit.batched import train_batch
 
-        def save_partial(partial):
-            # Partial curves make a long run visible in a notebook; its status stays `missing` until the end.
-            if time.perf_counter() - last_save[0] >= config.settings.checkpoint_seconds:
-                writer.write_curve(cell, partial)
-                last_save[0] = time.perf_counter()
-
-        result = engine.train(config, family, on_point=save_partial)
-        facts = engine.run_facts(config, family.vocab_size)
-        writer.write_curve(cell, result)
-        writer.write_run_values(cell, {
-            "final_eval_loss": result.final_eval_loss,
-            "final_train_loss": float(result.train_loss[-1]) if len(result.train_loss) else float("nan"),
-            "tokens_trained": facts["tokens_trained"],
-            "flops_6nd": facts["flops_6nd"],
-            "flops_exact": facts["flops_exact"],
-            "wall_seconds": result.wall_seconds,
-            "config_hash": config.config_hash(family.spec()),
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "message": result.message,
-        })
-        return Outcome(cell, result.status, result.message, facts["tokens_trained"], time.perf_counter() - start)
+            results = train_batch(list(configs), family, on_point=partial)
+        outcomes = []
+        for cell, config, result in zip(cells, configs, results):
+            tokens = _write(writer, cell, config, family, result)
+            seconds = time.perf_counter() - start if len(cells) == 1 else result.wall_seconds  # a batch: its share
+            outcomes.append(Outcome(cell, result.status, result.message, tokens, seconds))
+        return outcomes
     except Exception as exc:  # noqa: BLE001 - a failed run is data, not a crash of the sweep
         last = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
         where = f" ({last.filename.rsplit('/', 1)[-1]}:{last.lineno})" if last else ""
-        return Outcome(cell, "failed", f"{type(exc).__name__}: {exc}{where}", 0, time.perf_counter() - start)
+        message = f"{type(exc).__name__}: {exc}{where}"
+        seconds = (time.perf_counter() - start) / len(cells)
+        return [Outcome(cell, "failed", message, 0, seconds) for cell in cells]
+
+
+class _PartialSaver:
+    """Partial curves make a long run visible in a notebook; its status stays `missing` until the end. In a batch
+    every variant's partial curve is saved at the same moments."""
+
+    def __init__(self, writer, cells, every_seconds: float):
+        self.writer, self.cells, self.every = writer, cells, every_seconds
+        self.last = time.perf_counter()
+        self.point, self.due = 0, False
+
+    def __call__(self, i: int, partial) -> None:
+        if len(partial.steps) != self.point:  # the first variant reported at a point decides for the whole point
+            self.point = len(partial.steps)
+            self.due = time.perf_counter() - self.last >= self.every
+            if self.due:
+                self.last = time.perf_counter()
+        if self.due:
+            self.writer.write_curve(self.cells[i], partial)
+
+
+def _write(writer, cell: Cell, config, family, result) -> int:
+    """The run's curve and per-run values (never `status`). Returns the tokens trained."""
+    from datetime import datetime, timezone
+
+    from scalingkit import engine
+
+    facts = engine.run_facts(config, family.vocab_size)
+    writer.write_curve(cell, result)
+    writer.write_run_values(cell, {
+        "final_eval_loss": result.final_eval_loss,
+        "final_train_loss": float(result.train_loss[-1]) if len(result.train_loss) else float("nan"),
+        "tokens_trained": facts["tokens_trained"],
+        "flops_6nd": facts["flops_6nd"],
+        "flops_exact": facts["flops_exact"],
+        "wall_seconds": result.wall_seconds,
+        "config_hash": config.config_hash(family.spec()),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "message": result.message,
+    })
+    return facts["tokens_trained"]

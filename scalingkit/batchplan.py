@@ -1,0 +1,173 @@
+"""Which missing cells train together: group them by shape, bound a batch by memory, and batch only where it pays.
+
+A batch is up to K cells that differ only in learning rate and seed (same family, param, N, D and settings). The
+choice, per shape (`--batch-variants`):
+- an integer K: batches of at most K (1 = every cell alone, as before batching existed);
+- "auto": batches as large as memory allows, kept only where a short timing probe (batchprobe.py) shows them
+  faster than training the cells one after another; shapes with too little work left to repay a probe train one
+  by one on the CPU and batched on a GPU (where batching small models always pays).
+Everything here is plain data and arithmetic; torch is imported only to probe or to ask a GPU for its free memory.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, replace
+
+from scalingkit.counts import total_params
+from scalingkit.store import Cell
+
+PROBE_SHARE = 0.05  # probe a shape only if the probe costs at most this share of the shape's remaining work
+MEMORY_SHARE = {"cpu": 0.5, "cuda": 0.7}  # of the memory available now, split among the workers
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work for a worker: one cell, or a batch of cells of one shape."""
+
+    cells: tuple[Cell, ...]
+    configs: tuple  # engine.RunConfig for each cell
+    family_spec: dict
+
+    @property
+    def tokens(self) -> int:
+        return sum(c.steps * c.settings.batch * c.settings.context for c in self.configs)
+
+
+@dataclass
+class Choice:
+    """What was decided for one shape, for the coordinator to print."""
+
+    shape: str
+    k: int  # batch size used (1: one by one)
+    memory_k: int  # the largest batch memory allows
+    reason: str
+
+
+def shape_key(config) -> tuple:
+    """What a batch's cells share: everything but learning rate and seed (and D for the probe's cache)."""
+    return (config.family, config.param, config.n_layer, config.d_model, config.settings)
+
+
+def variant_bytes(config, vocab: int, device: str) -> int:
+    """Modelled memory of one variant in a batch: fp32 weights, gradients and two Adam moments, plus what the
+    backward pass keeps per token: ~40 values per layer and width unit, 8 more per width unit, and two per vocabulary
+    entry (the log-softmax kept for the loss's gradient). Fitted to peak memory measured on the CPU at widths
+    16-128 (benchmarks/bench_batched.py: within 20%, above it at large widths); on a GPU, where all K variants'
+    logits are taken at once, one more copy of the logits. bf16 activations under autocast only make it smaller."""
+    s = config.settings
+    tokens = s.batch * s.context
+    weights = 16 * total_params(config.n_layer, config.d_model, vocab)
+    per_token = config.n_layer * 40 * config.d_model + 8 * config.d_model + (3 if device == "cuda" else 2) * vocab
+    return weights + 4 * tokens * per_token
+
+
+def fixed_bytes(config, vocab: int) -> int:
+    """Memory a batch needs whatever its size: on the CPU a chunk of logits in flight (batched.rows_per_chunk)."""
+    return 2 * (4 << 20)
+
+
+def available_bytes(device: str) -> int:
+    if device == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info()
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_k(config, vocab: int, device: str, workers: int, available: int) -> int:
+    """The largest batch whose modelled memory fits this worker's share of the available memory (at least 1)."""
+    budget = available * MEMORY_SHARE[device] / max(1, workers) - fixed_bytes(config, vocab)
+    return max(1, int(budget // variant_bytes(config, vocab, device)))
+
+
+def split(items: list, k: int) -> list[list]:
+    """`items` in ceil(n / k) consecutive chunks of nearly equal size (14 by at most 6: 5, 5, 4)."""
+    n_chunks = math.ceil(len(items) / k)
+    size, extra = divmod(len(items), n_chunks)
+    out, start = [], 0
+    for i in range(n_chunks):
+        end = start + size + (i < extra)
+        out.append(items[start:end])
+        start = end
+    return out
+
+
+def group(todo: list[tuple]) -> dict[tuple, list[tuple]]:
+    """(cell, config, family_spec) items by what a batch shares, D included; order of first appearance kept."""
+    groups: dict[tuple, list[tuple]] = {}
+    for item in todo:
+        config = item[1]
+        groups.setdefault(shape_key(config) + (config.tokens,), []).append(item)
+    return groups
+
+
+def plan_tasks(todo: list[tuple], batch_variants, workers: int, device: str, vocab: dict, decide=None,
+               available: int | None = None) -> tuple[list[Task], list[Choice]]:
+    """Turn (cell, config, family_spec) items into tasks. batch_variants: "auto" or an int >= 1. vocab: family ->
+    vocabulary size. decide(items, k) -> Probe-like (with .pays and .speedup) times a shape for "auto"."""
+    groups = group(todo)
+    if batch_variants == 1 or all(len(g) == 1 for g in groups.values()):
+        return [_task([item]) for item in todo], []
+    if available is None:
+        available = available_bytes(device)
+    by_shape: dict[tuple, list[list[tuple]]] = {}  # a shape's groups, one per token budget
+    for key, items in groups.items():
+        by_shape.setdefault(key[:-1], []).append(items)
+    tasks, choices = [], []
+    for shape_groups in by_shape.values():
+        config = shape_groups[0][0][1]
+        k_mem = memory_k(config, vocab[config.family], device, workers, available)
+        largest = max(shape_groups, key=len)
+        asked = len(largest) if batch_variants == "auto" else int(batch_variants)
+        k = min(asked, k_mem, len(largest))
+        reason = "bounded by memory" if k == k_mem < asked else "--batch-variants" if k == asked else "cells per shape"
+        if batch_variants == "auto" and k > 1:
+            k, reason = _auto(largest[:k], shape_groups, k, device, decide)
+        choices.append(Choice(_label(config), k, k_mem, reason))
+        for items in shape_groups:
+            tasks.extend(_task(chunk) for chunk in split(items, k))
+    return _spread(tasks, workers), choices
+
+
+def _auto(sample: list[tuple], shape_groups: list[list[tuple]], k: int, device: str, decide) -> tuple[int, str]:
+    from scalingkit.batchprobe import probe_cost_steps
+
+    work = sum(item[1].steps for items in shape_groups for item in items)
+    if decide is None or work * PROBE_SHARE < probe_cost_steps(k):
+        # too little work to repay a probe: the default that is right for most shapes on each device
+        return (k, "GPU default") if device == "cuda" else (1, "too little work to probe")
+    result = decide(sample, k)
+    verdict = f"probe: batch of {k} {result.speedup:.2f}x one by one"
+    return (k, verdict) if result.pays else (1, verdict)
+
+
+def _task(items: list[tuple]) -> Task:
+    return Task(tuple(i[0] for i in items), tuple(i[1] for i in items), items[0][2])
+
+
+def _spread(tasks: list[Task], workers: int) -> list[Task]:
+    """Split the largest batches while there are fewer tasks than workers (an idle worker wastes more than a
+    smaller batch loses)."""
+    tasks = list(tasks)
+    while len(tasks) < workers:
+        largest = max(range(len(tasks)), key=lambda i: len(tasks[i].cells))
+        task = tasks[largest]
+        if len(task.cells) < 2:
+            break
+        half = len(task.cells) // 2
+        tasks[largest:largest + 1] = [replace(task, cells=task.cells[:half], configs=task.configs[:half]),
+                                      replace(task, cells=task.cells[half:], configs=task.configs[half:])]
+    return tasks
+
+
+def _label(config) -> str:
+    return f"{config.family}/{config.param}/{config.n_layer}x{config.d_model}"
