@@ -129,3 +129,21 @@ def test_embedded_corpus_with_gpt2():
 def test_bad_keys_are_user_errors_naming_the_key(bad, key):
     with pytest.raises(UserError, match=f"key '{key}'"):
         build_family("t", {"kind": "text", **bad})
+
+
+@pytest.mark.parametrize("silenced", [False, True])
+def test_no_progress_silences_the_tokenising_bar_in_every_process(words, tmp_path, silenced):
+    """`train --no-progress` sets SCALINGKIT_NO_PROGRESS, which worker processes inherit: a family built there (here
+    with an empty cache, so the corpus is tokenised) draws no bar; without it the bar is drawn."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from scalingkit.families.text import build_text; "
+            "build_text('w', {'kind': 'text', 'corpus': sys.argv[1], 'tokenizer': {'bpe': 600}})")
+    env = {**os.environ, "SCALINGKIT_CACHE": str(tmp_path / "cache")}
+    env.pop("SCALINGKIT_NO_PROGRESS", None)
+    if silenced:
+        env["SCALINGKIT_NO_PROGRESS"] = "1"
+    out = subprocess.run([sys.executable, "-c", code, str(words)], capture_output=True, text=True, env=env, check=True)
+    assert ("tokenising" in out.stderr) is not silenced, out.stderr

@@ -105,7 +105,7 @@ def _autocast(device):
 
 # --------------------------------------------------------------------------------------------- training
 
-def train_generator(text: TextFamily, settings: dict, progress: bool = True):
+def train_generator(text: TextFamily, settings: dict, progress: bool | None = None):
     """The generator GPT trained on `text`'s windows (returns (model, mean loss over the last tenth of steps))."""
     import torch
     import torch.nn.functional as F
@@ -113,6 +113,7 @@ def train_generator(text: TextFamily, settings: dict, progress: bool = True):
 
     from scalingkit.engine import learning_rate
     from scalingkit.model import GPTConfig, build_model
+    from scalingkit.progress import resolve
 
     context, batch = settings["context"], settings["batch"]
     steps = settings["generator_tokens"] // (batch * context)
@@ -126,8 +127,8 @@ def train_generator(text: TextFamily, settings: dict, progress: bool = True):
                                   betas=(0.9, 0.95), eps=1e-8, fused=device.type == "cuda")
     rng = np.random.default_rng([3, settings["seed"]])
     tail = []
-    for step in tqdm(range(steps), desc=f"training generator ({settings['layers']} layers)", disable=not progress,
-                     leave=False):
+    for step in tqdm(range(steps), desc=f"training generator ({settings['layers']} layers)",
+                     disable=not resolve(progress), leave=False):
         lr_now = learning_rate(step, steps, settings["lr"], 0.02)
         for group in optimiser.param_groups:
             group["lr"] = lr_now * group.get("lr_scale", 1.0)
@@ -189,12 +190,14 @@ class PrefixDecoder:
         return F.linear(m.ln_f(x)[:, 0], m.wte.weight) * m.readout_scale
 
 
-def generate(model, n_seq: int, first: np.ndarray, seed: int, rows: int = ROWS, progress: bool = True):
+def generate(model, n_seq: int, first: np.ndarray, seed: int, rows: int = ROWS, progress: bool | None = None):
     """n_seq sequences of context + 1 tokens at temperature 1: x_0 drawn from `first` (probabilities over the
     vocabulary), x_1.. from the model given the prefix. Returns (int64 array, per-position mean entropy (nats) of
     the next-token laws they were drawn from: the loss of the ideal predictor at positions 0..context-1)."""
     import torch
     from tqdm.auto import tqdm
+
+    from scalingkit.progress import resolve
 
     context, device = model.cfg.context, model.wte.weight.device
     generator = torch.Generator(device=device).manual_seed(int(seed))
@@ -202,7 +205,7 @@ def generate(model, n_seq: int, first: np.ndarray, seed: int, rows: int = ROWS, 
     out = np.empty((n_seq, context + 1), dtype=np.int64)
     entropy = torch.zeros(context, dtype=torch.float64, device=device)
     with torch.no_grad(), _autocast(device):
-        for start in tqdm(range(0, n_seq, rows), desc="sampling from the generator", disable=not progress,
+        for start in tqdm(range(0, n_seq, rows), desc="sampling from the generator", disable=not resolve(progress),
                           leave=False):
             b = min(rows, n_seq - start)
             decoder = PrefixDecoder(model, b)

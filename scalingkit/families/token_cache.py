@@ -46,7 +46,7 @@ def cache_key(corpus: Corpus, tokenizer: Tokenizer, held_out: float) -> str:
 
 
 def tokenised(corpus: Corpus, tokenizer: Tokenizer, held_out: float, cache_dir: Path | None = None,
-              progress: bool = True) -> TokenArrays:
+              progress: bool | None = None) -> TokenArrays:
     """The corpus tokenised and split, from the cache (built here, once, if missing or corrupted)."""
     folder = Path(cache_dir or cache_root()) / "tokens" / cache_key(corpus, tokenizer, held_out)
     return cached(folder, lambda tmp: _write_corpus(tmp, corpus, tokenizer, held_out, progress))
@@ -122,13 +122,16 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
 
 
-def _write_corpus(tmp: Path, corpus: Corpus, tokenizer: Tokenizer, held_out: float, progress: bool) -> dict:
+def _write_corpus(tmp: Path, corpus: Corpus, tokenizer: Tokenizer, held_out: float,
+                  progress: bool | None) -> dict:
+    from scalingkit.progress import resolve
+
     dtype = token_dtype(tokenizer.vocab_size)
     files = {p: open(tmp / f"{p}.bin", "wb") for p in PARTS}
     docs, chars = dict.fromkeys(PARTS, 0), 0
     start = time.perf_counter()
     bar = tqdm(total=corpus.n_bytes, unit="B", unit_scale=True, desc=f"tokenising {corpus.name} ({tokenizer.name})",
-               disable=not progress, leave=False)
+               disable=not resolve(progress), leave=False)
     try:
         for batch in _prefetched(_batches(corpus)):
             for (doc_id, text), ids in zip(batch, tokenizer.encode_batch([t for _, t in batch])):
