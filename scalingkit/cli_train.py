@@ -22,7 +22,7 @@ store_option = click.option("--store", "store_path", default=DEFAULT_STORE, show
 @click.option("--device", default=None, type=click.Choice(["auto", "cpu", "cuda"]),
               help="Override the sweep's device setting.")
 @click.option("--retry-failed", is_flag=True, help="Also re-run cells whose last attempt failed.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", is_flag=True, help="No progress bars (the sweep's, nor those of family builds).")
 @click.option("--batch-variants", default="auto", show_default=True, metavar="auto|K",
               help="Train up to K learning-rate/seed variants of one shape together in one process (1: one by one); "
                    "auto: as many as memory allows, where a short timing probe shows it pays.")
@@ -47,6 +47,10 @@ def train(sweep_file, fill_missing, store_path, workers, executor, device, retry
     from scalingkit.executors import check_device
 
     check_device(device or (sw.settings.device if sw else None))
+    if no_progress:  # also silences family builds here and in the workers (tokenising, generators)
+        from scalingkit import progress
+
+        progress.disable()
     report = runner.fill_missing(store_path, sw, workers=workers, executor=executor, retry_failed=retry_failed,
                                  device=device, progress=not no_progress, echo=click.echo,
                                  batch_variants=batch_variants)
@@ -87,14 +91,35 @@ COMMANDS = [train, status, table]
 @store_option
 @click.option("--out", "out_dir", default=None, help="Directory for the figures (default: figures/ beside the store).")
 @click.option("--n-convention", default="total", show_default=True, type=click.Choice(["total", "nonembedding"]))
-def plot(store_path, out_dir, n_convention):
-    """Write figures of the cube: loss curves and L(N, D) against N and against D."""
+@click.option("--no-ranks", is_flag=True, help="Skip the probability-by-rank figure (it rebuilds every family).")
+def plot(store_path, out_dir, n_convention, no_ranks):
+    """Write figures of the cube.
+
+    \b
+    loss-FAMILY-PARAM.png        curves, and L(N, D) against N and against D, per family and parameterisation
+    ranks.png                    unigram and bigram probability against rank for every family (Fig. 3)
+    exponents-entropy-CONV.png   fitted exponents alpha, beta against each family's entropy (Fig. 2, right),
+                                 with the points and their provenance in a .json beside it
+    """
     from pathlib import Path
 
-    from scalingkit import plots
+    from scalingkit import plots, plots_exponents
 
     out = Path(out_dir) if out_dir else Path(store_path).parent / "figures"
     for file in plots.plot_cube(store_path, out, n_convention):
+        click.echo(f"wrote {file}")
+    if not no_ranks:
+        from scalingkit import plots_families
+
+        file, left_out = plots_families.plot_store_ranks(store_path, out / "ranks.png")
+        for line in left_out:
+            click.echo(f"ranks: left out {line}", err=True)
+        if file:
+            click.echo(f"wrote {file}")
+    files, skipped = plots_exponents.plot_store_exponents(store_path, out, n_convention)
+    for line in skipped:
+        click.echo(f"exponents: no fit for {line}", err=True)
+    for file in files:
         click.echo(f"wrote {file}")
 
 

@@ -56,15 +56,25 @@ def plot_ranks(families: dict, path, n_tokens: int = 1_000_000) -> Path:
     return path
 
 
-def plot_store_ranks(store_path="store/cube.zarr", path=None) -> Path:
-    """plot_ranks for every family of a store, rebuilt from the sweep specs it recorded."""
+def plot_store_ranks(store_path="store/cube.zarr", path=None) -> tuple[Path | None, list[str]]:
+    """plot_ranks for every family of a store, rebuilt from the sweep specs it recorded (from the caches the sweep
+    filled). Returns (the file, or None when no family could be rebuilt; one line per family left out and why)."""
     from scalingkit import store
+    from scalingkit.errors import UserError
     from scalingkit.families import build_family
 
     specs = store.attrs(store_path).get("families", {})
-    families = {label: build_family(label, spec["sweep_spec"]) for label, spec in specs.items()}
-    return plot_ranks(families, path or Path(store_path).parent / "figures" / "ranks.png")
+    families, skipped = {}, []
+    for label, spec in specs.items():
+        try:
+            families[label] = build_family(label, spec["sweep_spec"])
+        except UserError as e:  # e.g. a user corpus no longer on this machine: the other families still plot
+            skipped.append(f"{label}: {e}")
+    if not families:
+        return None, skipped
+    return plot_ranks(families, path or Path(store_path).parent / "figures" / "ranks.png"), skipped
 
 
 if __name__ == "__main__":
-    print(plot_store_ranks(*sys.argv[1:3]))
+    figure, left_out = plot_store_ranks(*sys.argv[1:3])
+    print("\n".join([str(figure)] + [f"left out {line}" for line in left_out]))

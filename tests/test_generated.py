@@ -95,3 +95,16 @@ def test_runs_read_the_pool_once_and_check_the_length(words):
 def test_bad_keys_are_user_errors_naming_the_key(words, bad, key):
     with pytest.raises(UserError, match=f"'{key}'"):
         build_generated("bad", tiny(words, **bad))
+
+
+def test_cube_records_the_estimated_entropy_for_the_exponent_figure(words, tmp_path):
+    from scalingkit import plan, store, sweep
+    from scalingkit.plots_exponents import family_entropy
+
+    table = {"name": "gen", "families": {"t1l": tiny(words)},
+             "grid": {"widths": [16], "tokens": [1_600], "lrs": [0.01], "seeds": [0]},
+             "training": {"batch": 4, "context": CONTEXT, "eval_points": 2, "eval_sequences": 8}}
+    path = tmp_path / "cube.zarr"
+    plan.prepare(path, sweep.from_table(table))
+    estimate = build_generated("t1l", tiny(words)).spec()["loss_floor_estimate"]
+    assert family_entropy(store.open_cube(path), "t1l") == (pytest.approx(estimate), "estimate")

@@ -67,30 +67,37 @@ TOKENS = (100_000, 200_000, 400_000, 800_000, 1_600_000, 3_200_000, 6_400_000, 1
 LRS = (0.01, 0.03)
 
 
-def sweep_table(widths=WIDTHS, tokens=TOKENS, lrs=LRS, points: int = 16, nodes: int = 64, name="synthetic") -> dict:
+def sweep_table(widths=WIDTHS, tokens=TOKENS, lrs=LRS, points: int = 16, nodes: int = 64, name="synthetic",
+                families: dict | None = None) -> dict:
     return {
         "name": name,
-        "families": {"er64": {"kind": "er", "nodes": nodes, "edges": 4 * nodes, "seed": 1}},
+        "families": families or {"er64": {"kind": "er", "nodes": nodes, "edges": 4 * nodes, "seed": 1}},
         "grid": {"widths": list(widths), "tokens": list(tokens), "lrs": list(lrs), "seeds": [0]},
         "training": {"batch": 16, "context": 20, "eval_points": int(points), "eval_sequences": 32},
     }
 
 
 def chinchilla_cube(path, law: Law | None = None, *, widths=WIDTHS, tokens=TOKENS, lrs=LRS, points: int = 16,
-                    noise: float = 0.005, seed: int = 0, first_fraction: float = 0.02):
+                    noise: float = 0.005, seed: int = 0, first_fraction: float = 0.02, families: dict | None = None):
     """Create the cube at `path` and fill it; returns (path, law). `noise` is the relative s.d. of each point;
-    each curve's points are log-spaced from first_fraction x D to D."""
+    each curve's points are log-spaced from first_fraction x D to D. `families`: label -> (family spec, Law) for
+    a cube of several families, each following its own law (then the returned law is that dict of laws)."""
     from scalingkit import plan, sweep
     from scalingkit.counts import train_flops_per_token
     from scalingkit.store import RunWriter, open_cube
 
-    sw = sweep.from_table(sweep_table(widths, tokens, lrs, points))
+    specs = {label: spec for label, (spec, _) in families.items()} if families else None
+    sw = sweep.from_table(sweep_table(widths, tokens, lrs, points, families=specs))
     plan.prepare(path, sw)
     ds = open_cube(path)
-    n_total = {int(n): float(v) for n, v in zip(ds["N"].values, ds["n_params"].sel(family="er64").values)}
-    vocab = int(ds.attrs["families"]["er64"]["vocab_size"])
-    if law is None:
-        law = Law.centred((min(n_total.values()), max(n_total.values())), (min(tokens), max(tokens)))
+    n_total = {f: {int(n): float(v) for n, v in zip(ds["N"].values, ds["n_params"].sel(family=f).values)}
+               for f in ds["family"].values}
+    vocab = {f: int(ds.attrs["families"][f]["vocab_size"]) for f in ds["family"].values}
+    if families:
+        law = {label: family_law for label, (_, family_law) in families.items()}
+    elif law is None:
+        n_range = (min(n_total["er64"].values()), max(n_total["er64"].values()))
+        law = Law.centred(n_range, (min(tokens), max(tokens)))
     rng = np.random.default_rng(seed)
     best_lr = lrs[0]
     writer = RunWriter(path)
@@ -98,13 +105,13 @@ def chinchilla_cube(path, law: Law | None = None, *, widths=WIDTHS, tokens=TOKEN
     settings = sw.settings
     for cell in sw.cells():
         n_layer, width = sw.shapes[cell.N]
-        N = n_total[cell.N]
+        N = n_total[cell.family][cell.N]
         t = np.geomspace(first_fraction * cell.D, cell.D, points)
         penalty = 1 + 0.05 * np.log10(cell.lr / best_lr) ** 2
-        loss = law(N, t) * penalty * (1 + noise * rng.standard_normal(points))
+        loss = (law[cell.family] if families else law)(N, t) * penalty * (1 + noise * rng.standard_normal(points))
         steps = np.round(t / (settings.batch * settings.context))
         writer.write_curve(cell, _Curve(steps, t, loss, loss, np.full(points, cell.lr)))
-        per_token = train_flops_per_token(n_layer, width, vocab, settings.context)
+        per_token = train_flops_per_token(n_layer, width, vocab[cell.family], settings.context)
         writer.write_run_values(cell, {"final_eval_loss": loss[-1], "final_train_loss": loss[-1],
                                        "tokens_trained": float(cell.D), "flops_6nd": 6.0 * N * cell.D,
                                        "flops_exact": per_token * cell.D, "wall_seconds": 0.0})
