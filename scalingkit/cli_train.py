@@ -31,9 +31,11 @@ def train(sweep_file, fill_missing, store_path, workers, executor, device, retry
 
     Without SWEEP_FILE, the sweeps the store was filled from are re-planned.
     """
-    from scalingkit import runner, sweep
+    from scalingkit import progress, runner, sweep
     from scalingkit.errors import UserError
 
+    if no_progress:  # first: loading a sweep builds its families (tokenising, generators), here and in the workers
+        progress.disable()
     if not fill_missing:
         raise UserError("say --fill-missing to train the missing cells (the only mode so far)")
     if batch_variants != "auto":
@@ -47,10 +49,6 @@ def train(sweep_file, fill_missing, store_path, workers, executor, device, retry
     from scalingkit.executors import check_device
 
     check_device(device or (sw.settings.device if sw else None))
-    if no_progress:  # also silences family builds here and in the workers (tokenising, generators)
-        from scalingkit import progress
-
-        progress.disable()
     report = runner.fill_missing(store_path, sw, workers=workers, executor=executor, retry_failed=retry_failed,
                                  device=device, progress=not no_progress, echo=click.echo,
                                  batch_variants=batch_variants)

@@ -49,7 +49,7 @@ def write_sweep(tmp_path):
 
 
 def run_cli(*args, cwd=None, timeout=300, **popen):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(popen.pop("env", os.environ), PYTHONUNBUFFERED="1")
     return subprocess.run([*SCALINGKIT, *map(str, args)], capture_output=True, text=True, cwd=cwd or REPO,
                           timeout=timeout, env=env, **popen)
 

@@ -131,19 +131,35 @@ def test_bad_keys_are_user_errors_naming_the_key(bad, key):
         build_family("t", {"kind": "text", **bad})
 
 
-@pytest.mark.parametrize("silenced", [False, True])
-def test_no_progress_silences_the_tokenising_bar_in_every_process(words, tmp_path, silenced):
-    """`train --no-progress` sets SCALINGKIT_NO_PROGRESS, which worker processes inherit: a family built there (here
-    with an empty cache, so the corpus is tokenised) draws no bar; without it the bar is drawn."""
-    import os
-    import subprocess
-    import sys
 
-    code = ("import sys; from scalingkit.families.text import build_text; "
-            "build_text('w', {'kind': 'text', 'corpus': sys.argv[1], 'tokenizer': {'bpe': 600}})")
-    env = {**os.environ, "SCALINGKIT_CACHE": str(tmp_path / "cache")}
-    env.pop("SCALINGKIT_NO_PROGRESS", None)
-    if silenced:
-        env["SCALINGKIT_NO_PROGRESS"] = "1"
-    out = subprocess.run([sys.executable, "-c", code, str(words)], capture_output=True, text=True, env=env, check=True)
-    assert ("tokenising" in out.stderr) is not silenced, out.stderr
+@pytest.mark.parametrize("flag", [[], ["--no-progress"]])
+def test_no_progress_silences_the_tokenising_bar(words, tmp_path, flag):
+    """`train --no-progress` silences the bars of family builds too (here the corpus is tokenised: an empty cache),
+    in the coordinator and in the worker processes, which inherit SCALINGKIT_NO_PROGRESS."""
+    import os
+
+    from conftest import run_cli
+
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(f"""name = "words"
+[families.words]
+kind = "text"
+corpus = "{words}"
+tokenizer = {{bpe = 600}}
+[grid]
+widths = [16]
+tokens = [1600]
+lrs = [0.01]
+seeds = [0]
+[training]
+batch = 4
+context = 16
+eval_points = 2
+eval_sequences = 8
+""")
+    env = {k: v for k, v in os.environ.items() if k != "SCALINGKIT_NO_PROGRESS"}
+    proc = run_cli("train", sweep, "--fill-missing", "--store", tmp_path / "cube.zarr", *flag,
+                   env={**env, "SCALINGKIT_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr
+    assert "1 done" in proc.stdout, proc.stdout
+    assert ("tokenising" in proc.stderr) is not bool(flag), proc.stderr
