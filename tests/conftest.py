@@ -38,6 +38,19 @@ def tiny_sweep_text(name="tiny", widths=(16, 32), tokens=(6400, 12800), lrs=(1e-
         """)
 
 
+@pytest.fixture(scope="module")
+def private_cache(tmp_path_factory):
+    """Token, tokenizer and generator caches under pytest's temporary folder, for a module that names it with
+    `pytestmark = pytest.mark.usefixtures("private_cache")`: fixtures a mark names are set up before the module's
+    other fixtures of the same scope, which build families and so must already see the private cache."""
+    from scalingkit.families import embedded
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SCALINGKIT_CORPUS", str(embedded.corpus_dir()))  # before the cache root moves
+        mp.setenv("SCALINGKIT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        yield
+
+
 @pytest.fixture
 def write_sweep(tmp_path):
     def write(text, name="sweep.toml"):

@@ -24,13 +24,8 @@ def plays(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_cache(tmp_path_factory):
-    """Caches under pytest's temporary folder (module scope: the module's fixtures build families too)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SCALINGKIT_CORPUS", str(embedded.corpus_dir()))  # before the cache root moves
-        mp.setenv("SCALINGKIT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        yield
+# Caches under pytest's temporary folder, set before any of this module's fixtures builds a family.
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 @pytest.fixture(scope="module")

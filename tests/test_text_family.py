@@ -5,20 +5,15 @@ import pytest
 from scalingkit.config import TrainSettings
 from scalingkit.engine import held_out_set
 from scalingkit.errors import UserError
-from scalingkit.families import build_family, embedded
+from scalingkit.families import build_family
 from scalingkit.families.shuffle import permute
 from scalingkit.families.text import build_text
 
 L = 17  # window length (context 16)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_cache(tmp_path_factory):
-    """Caches under pytest's temporary folder (module scope: the module's fixtures build families too)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SCALINGKIT_CORPUS", str(embedded.corpus_dir()))  # before the cache root moves
-        mp.setenv("SCALINGKIT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        yield
+# Caches under pytest's temporary folder, set before any of this module's fixtures builds a family.
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 @pytest.fixture(scope="module")
