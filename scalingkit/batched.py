@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from scalingkit.batchplan import CPU_LOGITS_BYTES
 from scalingkit.config import RunConfig
 from scalingkit.engine import (Batches, RunResult, _result, autocast_for, eval_steps, held_out_set, learning_rate,
                                resolve_device)
@@ -57,8 +58,6 @@ def rows_per_chunk(k: int, tokens: int, vocab: int, device: torch.device) -> int
         return k
     return max(1, min(k, CPU_LOGITS_BYTES // (4 * tokens * vocab)))
 
-
-CPU_LOGITS_BYTES = 4 << 20
 
 
 @torch.no_grad()

@@ -160,6 +160,22 @@ def test_batch_size_is_bounded_by_memory():
     assert choice.memory_k == 1 and max(len(t.cells) for t in tasks) == 1
 
 
+def test_memory_bound_counts_the_evaluation_chunk():
+    """With a large vocabulary a batch holds at least one variant's whole evaluation chunk of logits and its
+    log-softmax on the CPU (64 sequences x context x vocabulary, twice): less memory than that means no batching."""
+    config = _items(n_lrs=2)[0][1]
+    gpt2 = 50_257
+    chunk = 2 * 4 * 64 * config.settings.context * gpt2
+    assert batchplan.fixed_bytes(config, gpt2, "cpu") >= chunk
+    available = int(0.9 * chunk / batchplan.MEMORY_SHARE["cpu"])
+    assert batchplan.memory_k(config, gpt2, "cpu", 1, available) == 1
+    roomy = 40 * chunk
+    assert batchplan.memory_k(config, gpt2, "cpu", 1, roomy) > 1
+    # the evaluation's forward pass is part of each variant's share (it set the measured peak at small batches)
+    small = _items(n_lrs=2)[0][1]
+    assert batchplan.variant_bytes(small, 256, "cpu") > 4 * 64 * small.settings.context * 20 * small.d_model
+
+
 def test_batches_are_split_so_no_worker_idles():
     tasks, _ = _plan(_items(n_lrs=3), 3, workers=2)
     assert sorted(len(t.cells) for t in tasks) == [1, 2]
