@@ -11,6 +11,12 @@ Where the envelope sits on the sweep's smallest (or largest) N, the optimum may 
 those points say only N_opt <= N_min (>= N_max). With edges="clip" (the default) they are left out of the fits
 and counted in the report, as the IsoFLOP and surrogate methods reject optima at the edge of the grid; without
 this the staircase at the ends pulls a toward 0.
+
+Intervals of a, b, kN, kD and at the budgets come from a bootstrap over runs: the envelope points are not
+independent (neighbours come from the same run, N_opt is a staircase in C, and logging a curve more densely adds
+points but no information), so OLS t intervals on them are far too narrow and shrink with the logging density.
+Each draw resamples whole runs, rebuilds the envelope (and its edge rule) and refits the three lines; the
+intervals are percentiles of the draws, the estimates those of the full data. gamma keeps its wild bootstrap.
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ import numpy as np
 
 from scalingkit.errors import UserError
 from scalingkit.optimal.inputs import Inputs
-from scalingkit.optimal.laws import laws_from_points
+from scalingkit.optimal.laws import MIN_LINE_POINTS, laws_from_points
 from scalingkit.optimal.result import OptimalResult, failed
 
 
@@ -60,6 +66,50 @@ def envelope_points(inputs: Inputs, min_fraction: float = 0.0) -> dict:
 EDGES = ("clip", "keep")
 
 
+def fitted_on_draws(pts: dict, n_runs: int, edges: str, draws: int, seed) -> tuple[np.ndarray, np.ndarray]:
+    """The points each bootstrap draw over runs would fit: (order, mask) with mask (draws, M) over pts[order].
+
+    All draws at once: one sort of every candidate point (as lower_envelope), then per draw the running minimum
+    of L over the points of the drawn runs. A run drawn twice adds identical points, of which the envelope keeps
+    one, so only which runs are drawn matters; the edges are the smallest and largest N among them.
+    """
+    from scalingkit.fit.bootstrap import resample_indices
+
+    C, L, N = (np.asarray(pts[k], dtype=float) for k in ("C", "L", "N"))
+    order = np.lexsort((L, C))
+    C, L, N, run = C[order], L[order], N[order], np.asarray(pts["run"])[order]
+    drawn = np.zeros((draws, n_runs), dtype=bool)
+    np.put_along_axis(drawn, resample_indices(seed, draws, n_runs), True, axis=1)
+    present = drawn[:, run] & (np.isfinite(C) & np.isfinite(L))[None, :]
+    Ls = np.where(present, L, np.inf)
+    before = np.minimum.accumulate(np.c_[np.full(draws, np.inf), Ls[:, :-1]], axis=1)
+    mask = present & (Ls < before)
+    if edges == "clip":
+        lo = np.where(present, N, np.inf).min(axis=1, keepdims=True)
+        hi = np.where(present, N, -np.inf).max(axis=1, keepdims=True)
+        mask &= (N != lo) & (N != hi)
+    return order, mask
+
+
+def line_draws(pts: dict, n_runs: int, edges: str, draws: int, seed) -> tuple[np.ndarray, int]:
+    """(intercept, slope) of log N, log D, log(D/N) on log C per kept draw, (kept, 3, 2), and how many were dropped
+    (fewer than MIN_LINE_POINTS points, or no spread in log C)."""
+    order, mask = fitted_on_draws(pts, n_runs, edges, draws, seed)
+    with np.errstate(all="ignore"):  # non-finite candidates are never fitted; their logs do not matter
+        logC = np.log(np.asarray(pts["C"], dtype=float)[order])
+        N, D = (np.asarray(pts[k], dtype=float)[order] for k in ("N", "D"))
+        Y = np.column_stack([np.log(N), np.log(D), np.log(D / N)])
+    out = []
+    # the loop is by hand (not scipy.stats.bootstrap): a draw is a rebuilt envelope, a different set of points
+    # rather than a statistic of resampled rows, and unusable draws must be dropped and counted, not averaged
+    for m in mask:
+        x = logC[m]
+        if len(x) < MIN_LINE_POINTS or np.ptp(x) == 0:
+            continue
+        out.append(np.polynomial.polynomial.polyfit(x, Y[m], 1).T)  # three lines at once: rows (intercept, slope)
+    return np.reshape(out, (-1, 3, 2)), draws - len(out)
+
+
 def envelope(inputs: Inputs, budgets, *, min_fraction=0.0, edges="clip", bootstrap=200, seed=0, confidence=0.95,
              workers=None) -> OptimalResult:
     if edges not in EDGES:
@@ -94,6 +144,22 @@ def envelope(inputs: Inputs, budgets, *, min_fraction=0.0, edges="clip", bootstr
             "edge_points": int(at_edge.sum()), "min_fraction": float(min_fraction),
             "source": "curves" if inputs.curves is not None else "final points",
             "envelope": {"C": pts["C"][idx].tolist(), "L": pts["L"][idx].tolist()}, "notes": notes}
+    coefs, method = None, None
+    if bootstrap and len(fitted) >= MIN_LINE_POINTS:
+        coefs, dropped = line_draws(pts, n_runs, edges, int(bootstrap), seed)
+        diag.update(bootstrap_draws=int(bootstrap), bootstrap_dropped=int(dropped))
+        kept = f"{len(coefs)} draws" + (f", {dropped} of {int(bootstrap)} dropped" if dropped else "")
+        method = f"bootstrap over runs ({kept}, percentile)"
+        if dropped:
+            notes.append(f"{dropped} of {int(bootstrap)} bootstrap draws over runs left fewer than "
+                         f"{MIN_LINE_POINTS} envelope points (or one compute) and were dropped")
+        if len(coefs) < 2:
+            notes.append("too few usable bootstrap draws over runs: a and b have OLS intervals, which treat the "
+                         "correlated envelope points as independent (too narrow)")
+            coefs = None
+    elif not bootstrap:
+        notes.append("bootstrap=0: a and b have OLS intervals, which treat the correlated envelope points as "
+                     "independent (too narrow)")
     return laws_from_points("envelope", pts["C"][fitted], pts["N"][fitted], pts["D"][fitted], pts["L"][fitted],
                             budgets, bootstrap=bootstrap, seed=seed, confidence=confidence, workers=workers,
-                            diagnostics=diag)
+                            diagnostics=diag, line_draws=coefs, line_method=method)

@@ -5,6 +5,8 @@
 - log N_opt and log D_opt regressed on log C by OLS (statsmodels), t intervals for a, b and the intercepts;
   N_opt, D_opt and D/N at a budget are the regression's mean predictions with their confidence intervals
   (D/N by its own regression of log(D/N) on log C, so its interval is not a ratio of two intervals).
+  Where the caller has bootstrap draws of the three lines (the envelope: its points are correlated, so OLS t
+  intervals are too narrow), their percentile intervals replace the OLS ones; the estimates stay OLS.
 
 Envelope, IsoFLOP and surrogate optima all go through here, so their numbers are comparable; the parametric
 method has its own (closed form, bootstrap over runs).
@@ -59,9 +61,26 @@ def fit_line(logC, logY, budgets_logC, confidence: float):
     }
 
 
+def line_intervals(coefs, budgets_logC, confidence: float) -> dict:
+    """Percentile intervals from draws of one line's (intercept, slope), shape (B, 2), in fit_line's keys."""
+    from scalingkit.fit.bootstrap import percentile_interval
+
+    coefs = np.asarray(coefs, dtype=float)
+    at = coefs[:, :1] + coefs[:, 1:] * np.atleast_1d(np.asarray(budgets_logC, dtype=float))[None, :]
+    lo, hi = percentile_interval(np.column_stack([coefs, at]), 1 - confidence)
+    # exp is monotone: the percentiles of k and of the line at a budget are exp of those of their logs
+    return {"slope_ci": (float(lo[1]), float(hi[1])), "k_ci": (float(np.exp(lo[0])), float(np.exp(hi[0]))),
+            "at_ci": np.exp(np.column_stack([lo[2:], hi[2:]]))}
+
+
 def laws_from_points(method: str, C, N, D, L, budgets, *, bootstrap=200, seed=0, confidence=0.95,
-                     workers=None, diagnostics=None) -> OptimalResult:
-    """Fit gamma, a, b to compute-optimal points and evaluate N_opt, D_opt, D/N at the budgets."""
+                     workers=None, diagnostics=None, line_draws=None, line_method=None) -> OptimalResult:
+    """Fit gamma, a, b to compute-optimal points and evaluate N_opt, D_opt, D/N at the budgets.
+
+    line_draws: optional (B, 3, 2) draws of (intercept, slope) of the log N, log D and log(D/N) lines; their
+    percentile intervals replace the OLS t intervals of a, b, kN, kD and at the budgets, and `line_method`
+    says how they were drawn (for interval_method).
+    """
     C, N, D, L = (np.asarray(v, dtype=float) for v in (C, N, D, L))
     diag = dict(diagnostics or {})
     diag["n_points"] = int(len(C))
@@ -80,11 +99,17 @@ def laws_from_points(method: str, C, N, D, L, budgets, *, bootstrap=200, seed=0,
     lc, lb = np.log(C), np.log(np.asarray(budgets, dtype=float))
     lines = {"N": fit_line(lc, np.log(N), lb, confidence), "D": fit_line(lc, np.log(D), lb, confidence),
              "ratio": fit_line(lc, np.log(D / N), lb, confidence)}
+    line_label = "a, b, N_opt, D_opt: OLS t"  # (kN, kD and D/N too), as before for every method
+    if line_draws is not None:
+        for i, key in enumerate(("N", "D", "ratio")):
+            lines[key].update(line_intervals(np.asarray(line_draws)[:, i], lb, confidence))
+        line_label = ("a, b, kN, kD, N_opt, D_opt, tokens_per_param: "
+                      + (line_method or f"bootstrap ({len(line_draws)} draws, percentile)"))
     params.update(a=lines["N"]["slope"], b=lines["D"]["slope"], kN=lines["N"]["k"], kD=lines["D"]["k"])
     intervals.update(a=lines["N"]["slope_ci"], b=lines["D"]["slope_ci"], kN=lines["N"]["k_ci"],
                      kD=lines["D"]["k_ci"])
     diag.update(r2_N=lines["N"]["r2"], r2_D=lines["D"]["r2"],
-                interval_method=f"gamma: wild bootstrap BCa ({int(bootstrap)} draws); a, b, N_opt, D_opt: OLS t")
+                interval_method=f"gamma: wild bootstrap BCa ({int(bootstrap)} draws); {line_label}")
     rows = []
     for i, c in enumerate(np.atleast_1d(budgets)):
         values, ivs = {}, {}
