@@ -24,7 +24,7 @@ import numpy as np
 
 from scalingkit.errors import UserError
 from scalingkit.optimal.inputs import Inputs
-from scalingkit.optimal.laws import MIN_LINE_POINTS, laws_from_points
+from scalingkit.optimal.laws import MIN_LINE_POINTS, draws_or_ols, laws_from_points, line_coefs
 from scalingkit.optimal.result import OptimalResult, failed
 
 
@@ -93,20 +93,11 @@ def fitted_on_draws(pts: dict, n_runs: int, edges: str, draws: int, seed) -> tup
 
 def line_draws(pts: dict, n_runs: int, edges: str, draws: int, seed) -> tuple[np.ndarray, int]:
     """(intercept, slope) of log N, log D, log(D/N) on log C per kept draw, (kept, 3, 2), and how many were dropped
-    (fewer than MIN_LINE_POINTS points, or no spread in log C)."""
+    (fewer than MIN_LINE_POINTS points, or no spread in log C). Not laws.lines_over_runs: the envelopes of all
+    draws come at once from fitted_on_draws, and only the line fits loop."""
     order, mask = fitted_on_draws(pts, n_runs, edges, draws, seed)
-    with np.errstate(all="ignore"):  # non-finite candidates are never fitted; their logs do not matter
-        logC = np.log(np.asarray(pts["C"], dtype=float)[order])
-        N, D = (np.asarray(pts[k], dtype=float)[order] for k in ("N", "D"))
-        Y = np.column_stack([np.log(N), np.log(D), np.log(D / N)])
-    out = []
-    # the loop is by hand (not scipy.stats.bootstrap): a draw is a rebuilt envelope, a different set of points
-    # rather than a statistic of resampled rows, and unusable draws must be dropped and counted, not averaged
-    for m in mask:
-        x = logC[m]
-        if len(x) < MIN_LINE_POINTS or np.ptp(x) == 0:
-            continue
-        out.append(np.polynomial.polynomial.polyfit(x, Y[m], 1).T)  # three lines at once: rows (intercept, slope)
+    C, N, D = (np.asarray(pts[k], dtype=float)[order] for k in ("C", "N", "D"))
+    out = [c for c in (line_coefs(C[m], N[m], D[m]) for m in mask) if c is not None]
     return np.reshape(out, (-1, 3, 2)), draws - len(out)
 
 
@@ -144,22 +135,12 @@ def envelope(inputs: Inputs, budgets, *, min_fraction=0.0, edges="clip", bootstr
             "edge_points": int(at_edge.sum()), "min_fraction": float(min_fraction),
             "source": "curves" if inputs.curves is not None else "final points",
             "envelope": {"C": pts["C"][idx].tolist(), "L": pts["L"][idx].tolist()}, "notes": notes}
-    coefs, method = None, None
+    drawn = None
     if bootstrap and len(fitted) >= MIN_LINE_POINTS:
-        coefs, dropped = line_draws(pts, n_runs, edges, int(bootstrap), seed)
-        diag.update(bootstrap_draws=int(bootstrap), bootstrap_dropped=int(dropped))
-        kept = f"{len(coefs)} draws" + (f", {dropped} of {int(bootstrap)} dropped" if dropped else "")
-        method = f"bootstrap over runs ({kept}, percentile)"
-        if dropped:
-            notes.append(f"{dropped} of {int(bootstrap)} bootstrap draws over runs left fewer than "
-                         f"{MIN_LINE_POINTS} envelope points (or one compute) and were dropped")
-        if len(coefs) < 2:
-            notes.append("too few usable bootstrap draws over runs: a and b have OLS intervals, which treat the "
-                         "correlated envelope points as independent (too narrow)")
-            coefs = None
-    elif not bootstrap:
-        notes.append("bootstrap=0: a and b have OLS intervals, which treat the correlated envelope points as "
-                     "independent (too narrow)")
+        drawn = line_draws(pts, n_runs, edges, int(bootstrap), seed)
+    coefs, method = draws_or_ols(drawn, bootstrap, diag, notes,
+                                 f"left fewer than {MIN_LINE_POINTS} envelope points (or one compute)",
+                                 "treat the correlated envelope points as independent (too narrow)")
     return laws_from_points("envelope", pts["C"][fitted], pts["N"][fitted], pts["D"][fitted], pts["L"][fitted],
                             budgets, bootstrap=bootstrap, seed=seed, confidence=confidence, workers=workers,
                             diagnostics=diag, line_draws=coefs, line_method=method)

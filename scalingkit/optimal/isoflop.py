@@ -12,6 +12,13 @@ Each profile is fitted twice: a parabola in log N (Hoffmann's choice) and an Aki
 no overshoot at uneven spacing). An optimum is rejected, and reported, when the profile's lowest point is at
 either end of its sampled N range (the data do not bracket a minimum), when the parabola opens downward, or
 when its vertex lies outside the sampled range.
+
+Intervals of a, b, kN, kD and at the budgets come from a bootstrap over runs (the rows of the final-point
+table, as the parametric method resamples them): the optima of one set of profiles are not independent
+observations (the same runs feed neighbouring slices, and each slice's minimum rests on a handful of runs), so
+OLS t intervals on them say little. Each draw resamples runs, rebuilds the slices with the same settings (the
+slicing chosen on the full data, the same number of slices, bin width and edge rules), refits the profiles and
+the lines; draws left with fewer than 3 accepted optima are dropped and counted. Both variants share the draws.
 """
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ from scipy.signal import find_peaks
 
 from scalingkit.errors import UserError
 from scalingkit.optimal.inputs import Inputs
-from scalingkit.optimal.laws import laws_from_points
+from scalingkit.optimal.laws import MIN_LINE_POINTS, draws_or_ols, laws_from_points, lines_over_runs
 from scalingkit.optimal.result import OptimalResult
 
 SLICING = ("auto", "interpolate", "bins")
@@ -93,16 +100,25 @@ def binned_slices(N, D, L, bin_width=0.1, min_points=MIN_PROFILE) -> list[dict]:
     return out
 
 
-def slices(inputs: Inputs, method="auto", n_slices=8, bin_width=0.1, min_points=MIN_PROFILE) -> tuple[str, list]:
+def resolve_slicing(N, D, method="auto") -> str:
     if method not in SLICING:
         raise UserError(f"unknown IsoFLOP slicing {method!r} (use {', '.join(SLICING)})")
-    N, D, L = inputs.arrays()
     if method == "auto":
         per_n = [len(np.unique(D[N == n])) for n in np.unique(N)]
         method = "interpolate" if np.median(per_n) >= 2 else "bins"
-    if method == "interpolate":
-        return method, interpolated_slices(N, D, L, n_slices, min_points)
-    return method, binned_slices(N, D, L, bin_width, min_points)
+    return method
+
+
+def slices(inputs: Inputs, method="auto", n_slices=8, bin_width=0.1, min_points=MIN_PROFILE) -> tuple[str, list]:
+    N, D, L = inputs.arrays()
+    method = resolve_slicing(N, D, method)
+    return method, sliced(N, D, L, method, n_slices, bin_width, min_points)
+
+
+def sliced(N, D, L, mode: str, n_slices=8, bin_width=0.1, min_points=MIN_PROFILE) -> list[dict]:
+    if mode == "interpolate":
+        return interpolated_slices(N, D, L, n_slices, min_points)
+    return binned_slices(N, D, L, bin_width, min_points)
 
 
 # -- one profile ------------------------------------------------------------------------------------------------
@@ -146,20 +162,52 @@ def fit_profile(logN: np.ndarray, L: np.ndarray) -> dict:
     return {"parabola": para, "akima": akima}
 
 
-def isoflop(inputs: Inputs, budgets, *, slicing="auto", n_slices=8, bin_width=0.1, bootstrap=200, seed=0,
-            confidence=0.95, workers=None) -> list[OptimalResult]:
-    """Two results: 'isoflop-parabola' and 'isoflop-akima', with the profiles kept for the figure."""
-    mode, profs = slices(inputs, slicing, n_slices, bin_width)
+KINDS = ("parabola", "akima")
+
+
+def profile_records(N, D, L, mode: str, n_slices=8, bin_width=0.1) -> list[dict]:
+    """Every usable slice's profile (merged sizes) and both its minima."""
     records = []
-    for p in profs:
+    for p in sliced(N, D, L, mode, n_slices, bin_width):
         x, y = merge_close(np.log(p["N"]), p["L"])
         if len(x) < MIN_PROFILE:
             continue
         records.append({"C": p["C"], "N": np.exp(x).tolist(), "L": y.tolist(), **fit_profile(x, y)})
+    return records
+
+
+def accepted(records, kind: str):
+    """(C, N_opt, D_opt, L_opt) of the accepted optima of one kind."""
+    acc = [r for r in records if r[kind]["reject"] is None]
+    C = np.array([r["C"] for r in acc], dtype=float)
+    Nopt = np.exp(np.array([r[kind]["logN"] for r in acc], dtype=float))
+    return C, Nopt, C / (6.0 * Nopt), np.array([r[kind]["L"] for r in acc], dtype=float)
+
+
+def bootstrap_optima(N, D, L, mode: str, n_slices, bin_width, draws: int, seed):
+    """Per kind, the line draws of a bootstrap over the table's rows and how many draws were dropped."""
+    def optima(runs):
+        # a row drawn twice repeats a cell, which the slices reduce to one loss anyway: only which rows matter
+        u = np.unique(runs)
+        records = profile_records(N[u], D[u], L[u], mode, n_slices, bin_width)
+        return [accepted(records, kind)[:3] for kind in KINDS]
+
+    return lines_over_runs(optima, len(N), draws, seed, variants=len(KINDS))
+
+
+def isoflop(inputs: Inputs, budgets, *, slicing="auto", n_slices=8, bin_width=0.1, bootstrap=200, seed=0,
+            confidence=0.95, workers=None) -> list[OptimalResult]:
+    """Two results: 'isoflop-parabola' and 'isoflop-akima', with the profiles kept for the figure."""
+    N, D, L = inputs.arrays()
+    mode = resolve_slicing(N, D, slicing)
+    records = profile_records(N, D, L, mode, n_slices, bin_width)
+    enough = {kind: sum(r[kind]["reject"] is None for r in records) >= MIN_LINE_POINTS for kind in KINDS}
+    drawn = dict.fromkeys(KINDS)
+    if bootstrap and any(enough.values()):
+        drawn = dict(zip(KINDS, bootstrap_optima(N, D, L, mode, n_slices, bin_width, int(bootstrap), seed)))
     out = []
-    for kind in ("parabola", "akima"):
+    for kind in KINDS:
         method = f"isoflop-{kind}"
-        acc = [r for r in records if r[kind]["reject"] is None]
         rej = [r for r in records if r[kind]["reject"] is not None]
         notes = [f"{len(records)} IsoFLOP slices ({mode}), {len(rej)} optima rejected"]
         notes += [f"  C = {r['C']:.3g}: {r[kind]['reject']}" for r in rej]
@@ -171,9 +219,12 @@ def isoflop(inputs: Inputs, budgets, *, slicing="auto", n_slices=8, bin_width=0.
                                f"{MIN_PROFILE} per slice; slicing {mode})")
             out.append(OptimalResult(method, diagnostics=diag, converged=False))
             continue
-        C = np.array([r["C"] for r in acc])
-        Nopt = np.exp([r[kind]["logN"] for r in acc])
-        Lopt = np.array([r[kind]["L"] for r in acc])
-        out.append(laws_from_points(method, C, Nopt, C / (6.0 * Nopt), Lopt, budgets, bootstrap=bootstrap,
-                                    seed=seed, confidence=confidence, workers=workers, diagnostics=diag))
+        coefs, line_method = draws_or_ols(
+            drawn[kind] if enough[kind] else None, bootstrap, diag, notes,
+            f"left fewer than {MIN_LINE_POINTS} accepted optima (too few slices, or optima at the edge)",
+            "take the profile optima as independent observations (they share runs, so too narrow)")
+        C, Nopt, Dopt, Lopt = accepted(records, kind)
+        out.append(laws_from_points(method, C, Nopt, Dopt, Lopt, budgets, bootstrap=bootstrap, seed=seed,
+                                    confidence=confidence, workers=workers, diagnostics=diag, line_draws=coefs,
+                                    line_method=line_method))
     return out

@@ -5,8 +5,11 @@
 - log N_opt and log D_opt regressed on log C by OLS (statsmodels), t intervals for a, b and the intercepts;
   N_opt, D_opt and D/N at a budget are the regression's mean predictions with their confidence intervals
   (D/N by its own regression of log(D/N) on log C, so its interval is not a ratio of two intervals).
-  Where the caller has bootstrap draws of the three lines (the envelope: its points are correlated, so OLS t
-  intervals are too narrow), their percentile intervals replace the OLS ones; the estimates stay OLS.
+  Where the caller has bootstrap draws of the three lines (a bootstrap over runs: the envelope's points are
+  correlated, the IsoFLOP optima move together with the runs, a surrogate's are minima of one fitted surface,
+  so OLS t intervals on them are too narrow), their percentile intervals replace the OLS ones; the estimates
+  stay OLS. `lines_over_runs` draws them for a method that recomputes its optima from resampled runs, and
+  `draws_or_ols` records what the draws gave.
 
 Envelope, IsoFLOP and surrogate optima all go through here, so their numbers are comparable; the parametric
 method has its own (closed form, bootstrap over runs).
@@ -71,6 +74,58 @@ def line_intervals(coefs, budgets_logC, confidence: float) -> dict:
     # exp is monotone: the percentiles of k and of the line at a budget are exp of those of their logs
     return {"slope_ci": (float(lo[1]), float(hi[1])), "k_ci": (float(np.exp(lo[0])), float(np.exp(hi[0]))),
             "at_ci": np.exp(np.column_stack([lo[2:], hi[2:]]))}
+
+
+def line_coefs(C, N, D):
+    """(intercept, slope) of log N, log D and log(D/N) on log C, shape (3, 2); None where the points cannot fix
+    a line (fewer than MIN_LINE_POINTS, or one compute)."""
+    x = np.log(np.asarray(C, dtype=float))
+    if len(x) < MIN_LINE_POINTS or np.ptp(x) == 0:
+        return None
+    N, D = np.asarray(N, dtype=float), np.asarray(D, dtype=float)
+    Y = np.column_stack([np.log(N), np.log(D), np.log(D / N)])
+    return np.polynomial.polynomial.polyfit(x, Y, 1).T  # three lines at once: rows (intercept, slope)
+
+
+def lines_over_runs(optima, n_runs: int, draws: int, seed, variants: int = 1) -> list[tuple[np.ndarray, int]]:
+    """Bootstrap over runs: per variant, the (kept, 3, 2) line draws and how many draws were dropped.
+
+    optima(runs) gets one draw's run indices (with repeats) and returns, per variant (e.g. the parabola and the
+    Akima optima of one set of profiles), the (C, N, D) of the compute-optimal points it finds, or None where
+    the method fails on that draw. The loop is by hand (not scipy.stats.bootstrap): a draw reruns a method and
+    gives a different set of points rather than a statistic of resampled rows, and unusable draws must be
+    dropped and counted, not averaged.
+    """
+    from scalingkit.fit.bootstrap import resample_indices
+
+    kept = [[] for _ in range(variants)]
+    for runs in resample_indices(seed, int(draws), int(n_runs)):
+        for out, pts in zip(kept, optima(runs)):
+            c = None if pts is None else line_coefs(*pts)
+            if c is not None:
+                out.append(c)
+    return [(np.reshape(k, (-1, 3, 2)), int(draws) - len(k)) for k in kept]
+
+
+def draws_or_ols(drawn, draws: int, diag: dict, notes: list, dropped_because: str, ols_caveat: str):
+    """What `laws_from_points` gets from a bootstrap over runs: (line_draws or None, line_method).
+
+    drawn: (coefs, dropped) from the bootstrap, None when draws == 0 (or when it was not run). Records the
+    counts in diag and says in notes what was dropped, and why the intervals are OLS where they are.
+    """
+    if drawn is None:
+        if not draws:
+            notes.append(f"bootstrap=0: a and b have OLS intervals, which {ols_caveat}")
+        return None, None
+    coefs, dropped = drawn
+    diag.update(bootstrap_draws=int(draws), bootstrap_dropped=int(dropped))
+    kept = f"{len(coefs)} draws" + (f", {dropped} of {int(draws)} dropped" if dropped else "")
+    if dropped:
+        notes.append(f"{dropped} of {int(draws)} bootstrap draws over runs {dropped_because} and were dropped")
+    if len(coefs) < 2:
+        notes.append(f"too few usable bootstrap draws over runs: a and b have OLS intervals, which {ols_caveat}")
+        return None, None
+    return coefs, f"bootstrap over runs ({kept}, percentile)"
 
 
 def laws_from_points(method: str, C, N, D, L, budgets, *, bootstrap=200, seed=0, confidence=0.95,
