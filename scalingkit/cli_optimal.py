@@ -30,7 +30,8 @@ DEFAULT_STORE = "store/cube.zarr"
 @click.option("--budget", "budgets", multiple=True, type=float,
               help="Compute (FLOPs) for N_opt, D_opt and D/N (repeatable; default: the data's largest 6ND).")
 @click.option("--bootstrap", default=200, show_default=True, type=click.IntRange(min=0),
-              help="Bootstrap draws: wild for L_opt(C), over runs for the parametric method; 0 for none.")
+              help="Bootstrap draws: wild for L_opt(C); over runs for a, b and the budgets (envelope, IsoFLOP, "
+                   "kernel surrogate, parametric); 0 for none (OLS).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")
 @click.option("--grid", default=100, show_default=True, type=click.IntRange(min=5),
               help="Surrogate: log-spaced grid points per axis (the paper: 50 to 100).")
@@ -56,7 +57,8 @@ def optimal(methods, family, param, store_path, csv_path, n_col, d_col, c_col, l
             flops, budgets, bootstrap, seed, grid, surrogates, mlp_epochs, mlp_hidden, isoflop_slicing,
             isoflop_slices, envelope_min_fraction, envelope_edges, workers, as_json, out_dir, no_figures):
     """Compute-optimal allocation by every method: gamma (L_opt = E_C + K C^-gamma), a (N_opt ~ C^a),
-    b (D_opt ~ C^b), and N_opt, D_opt, D/N at the budgets, each with a 95% interval.
+    b (D_opt ~ C^b), and N_opt, D_opt, D/N at the budgets, each with a 95% interval (but for the MLP
+    surrogate's a, b and budget values: a bootstrap would refit the MLP per draw, too slow).
 
     Methods: envelope (lower envelope of every run's loss against compute), isoflop (parabola and Akima
     minima of loss against log N at fixed C; optima at the edge of the sampled N are rejected), parametric

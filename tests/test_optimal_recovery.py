@@ -9,8 +9,9 @@ Tolerances are 1.5 to 2 times the largest error seen over 14 noise seeds of this
 settings (TOLERANCE below lists both); the errors are the methods' own: the envelope picks from 10 discrete N
 (a staircase), the IsoFLOP profiles are not parabolas in log N and have 6 usable slices, the surrogates
 smooth noise. The point estimates do not depend on the bootstrap, so 30 draws (not 200) keep the test fast
-while still checking that intervals are produced and, for the parametric method, cover the truth; the MLP is
-64 wide and trains 600 epochs (not 256 and 5,000): its training RMSE already reaches the noise level (~0.01).
+while still checking that intervals are produced (the MLP's a and b have none) and, for the parametric method,
+cover the truth; the MLP is 64 wide and trains 600 epochs (not 256 and 5,000): its training RMSE already
+reaches the noise level (~0.01).
 """
 import numpy as np
 import pytest
@@ -52,7 +53,8 @@ def test_method_recovers_a_and_b(report, cube, method):
     tol = TOLERANCE[method][0]
     assert res["a"] == pytest.approx(law.a, abs=tol)
     assert res["b"] == pytest.approx(law.b, abs=tol)
-    for name in ("a", "b", "gamma"):
+    # the MLP has no interval of a and b (refits per bootstrap draw are too slow: test_optimal_surrogate_intervals)
+    for name in ("gamma",) if method == "surrogate-mlp" else ("a", "b", "gamma"):
         lo, hi = res.intervals[name]
         assert lo <= hi
     row = res.budgets[1]
