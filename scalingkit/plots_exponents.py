@@ -2,7 +2,8 @@
 
 For every (family, param) of a cube: the 1-d power-law fits of fit/slices.py, L(N) = E + A N^-alpha at each fixed
 D and L(D) = E + B D^-beta at each fixed N, summarised as PAPER.md does (mean and spread of the exponent across the
-fixed variable). The x axis is the family's entropy in nats per token:
+fixed variable); a slice whose exponent ends at its bound has no estimate: it is left out of the mean, and counted.
+The x axis is the family's entropy in nats per token:
 - exact where the family knows it (graph and bigram walks: the chain's entropy rate, stored in the cube);
 - an estimate for text sampled from a trained generator (the mean entropy of the next-token laws its sequences
   were drawn from, recorded with the family);
@@ -30,8 +31,8 @@ class ExponentPoint:
     param: str
     entropy: float  # nats per token; nan when unknown
     entropy_kind: str  # "exact", "estimate" or "unknown"
-    alpha: dict  # summary of alpha over D: n, mean, std, min, max
-    beta: dict  # summary of beta over N
+    alpha: dict  # summary of alpha over D: n, mean, std, min, max, and at_bound (fits left out: exponent at a bound)
+    beta: dict  # summary of beta over N, likewise
     provenance: dict = field(default_factory=dict)
 
 
@@ -65,12 +66,20 @@ def exponent_points(store_path, n_convention: str = "total", bootstrap: int = 0,
         except UserError as e:
             skipped.append(f"{family}/{param}: {e}")
             continue
-        by_axis = {"N": [], "D": []}
+        by_axis, at_bound = {"N": [], "D": []}, {"N": 0, "D": 0}
         for r in fits.results:
-            if r.converged:
-                by_axis[r.provenance["axis"]].append(r.params["alpha" if r.provenance["axis"] == "N" else "beta"])
+            axis = r.provenance["axis"]
+            name = "alpha" if axis == "N" else "beta"
+            if not r.converged:
+                continue
+            if name in r.diagnostics.get("at_bound", []):  # the exponent pinned at its bound: no estimate
+                at_bound[axis] += 1
+                continue
+            by_axis[axis].append(r.params[name])
         entropy, kind = family_entropy(ds, family)
-        points.append(ExponentPoint(family, param, entropy, kind, summarise(by_axis["N"]), summarise(by_axis["D"]),
+        alpha, beta = summarise(by_axis["N"]), summarise(by_axis["D"])
+        alpha["at_bound"], beta["at_bound"] = at_bound["N"], at_bound["D"]
+        points.append(ExponentPoint(family, param, entropy, kind, alpha, beta,
                                     {**fits.provenance, "n_convention": n_convention, "store": str(store_path)}))
     return points, skipped
 
@@ -90,9 +99,10 @@ def plot_exponents(points: list[ExponentPoint], path, skipped: list[str] = ()) -
             s = getattr(p, name)
             if not s["n"]:
                 continue
+            estimated = p.entropy_kind == "estimate"
             ax.errorbar(p.entropy, s["mean"], yerr=s["std"] if s["n"] > 1 else None, fmt=MARKERS.get(p.param, "^"),
-                        color=colours[p.family], capsize=3, mfc="none" if p.entropy_kind == "estimate" else None,
-                        label=f"{p.family}/{p.param}" + (" (entropy estimated)" if p.entropy_kind == "estimate" else ""))
+                        color=colours[p.family], capsize=3, mfc="none" if estimated else None,
+                        label=f"{p.family}/{p.param}" + (" (entropy estimated)" if estimated else ""))
         ax.set(xlabel="entropy (nats per token)", ylabel=f"{name}: mean over {over} (+- s.d.)",
                title=f"L({'N' if name == 'alpha' else 'D'}) exponent {name} against entropy")
         ax.grid(True, alpha=0.3)
@@ -121,7 +131,8 @@ def figure_notes(points: list[ExponentPoint], skipped: list[str] = ()) -> list[s
 def _fmt(s: dict) -> str:
     if not s["n"]:
         return "-"
-    return f"{s['mean']:.3g}" + (f" +- {s['std']:.2g}" if s["n"] > 1 else "") + f" ({s['n']} fits)"
+    bound = f", {s['at_bound']} at a bound left out" if s.get("at_bound") else ""
+    return f"{s['mean']:.3g}" + (f" +- {s['std']:.2g}" if s["n"] > 1 else "") + f" ({s['n']} fits{bound})"
 
 
 def plot_store_exponents(store_path, out_dir, n_convention: str = "total") -> tuple[list[Path], list[str]]:

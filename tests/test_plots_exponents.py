@@ -39,6 +39,7 @@ def test_each_family_gets_its_own_exponents_at_its_exact_entropy(cube):
         assert p.param == "sp" and p.entropy_kind == "exact"
         assert p.entropy == pytest.approx(build_family(family, SPECS[family]).entropy_rate(), rel=1e-12)
         assert p.alpha["n"] == len(TOKENS) and p.beta["n"] == len(WIDTHS)  # one fit per fixed D, per fixed N
+        assert p.alpha["at_bound"] == p.beta["at_bound"] == 0
         assert abs(p.alpha["mean"] - alpha) < TOLERANCE, p.alpha
         assert abs(p.beta["mean"] - beta) < TOLERANCE, p.beta
         assert len(p.provenance["data_sha256"]) == 64 and p.provenance["n_points"] == len(WIDTHS) * len(TOKENS)
