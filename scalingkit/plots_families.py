@@ -40,7 +40,8 @@ def plot_ranks(families: dict, path, n_tokens: int = 1_000_000) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for label, family in families.items():
         entropy = family.entropy_rate()
-        estimate = family.spec().get("loss_floor_estimate") if entropy is None else None  # TnL: the generator's
+        spec = getattr(family, "spec", dict)()  # a family without a spec (duck-typed) has no estimate either
+        estimate = spec.get("loss_floor_estimate") if entropy is None else None  # TnL: the generator's
         name = (f"{label} (H = {entropy:.2f} nats)" if entropy is not None
                 else f"{label} (H ~ {estimate:.2f} nats, estimated)" if estimate is not None else label)
         for ax, probs in zip(axes, rank_data(family, n_tokens)):
