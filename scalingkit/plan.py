@@ -17,11 +17,18 @@ from scalingkit.sweep import Sweep, from_table
 
 
 def stored_sweeps(path) -> list[Sweep]:
+    """The sweeps a store was filled from, each once: tables stored by an older version are re-validated (settings
+    added since take their defaults), and one that then equals an earlier one is the same sweep."""
     try:
         tables = store.attrs(path).get("sweeps", [])
-        return [from_table(t, check_families=False) for t in tables]
+        sweeps = [from_table(t, check_families=False) for t in tables]
     except UserError as exc:
         raise StoreError(f"store {path} holds a sweep that no longer validates: {exc}") from None
+    unique: list[Sweep] = []
+    for sw in sweeps:
+        if sw.source not in [u.source for u in unique]:
+            unique.append(sw)
+    return unique
 
 
 def prepare(path, sweep: Sweep) -> dict:
@@ -52,9 +59,10 @@ def prepare(path, sweep: Sweep) -> dict:
             vocab.setdefault(label, int(spec["vocab_size"]))
         n_params = {(f, n): total_params(*all_shapes[n], vocab[f]) for f in vocab for n in all_shapes}
         added = store.grow(path, coords, all_shapes, n_params, families)
-        tables = old.get("sweeps", [])
-        if sweep.source not in tables:
-            store.set_attrs(path, sweeps=tables + [sweep.source])
+        # compared as re-validated now: a table an older version stored lacks the settings added since
+        known = [sw.source for sw in stored_sweeps(path)]
+        if sweep.source not in known:
+            store.set_attrs(path, sweeps=known + [sweep.source])
         return {"created": False, "added": added}
 
 

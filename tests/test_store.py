@@ -158,3 +158,19 @@ def test_store_from_before_a_new_setting_still_accepts_its_sweep(tmp_path):
     other = sweep.from_table(__import__("tomllib").loads(tiny_sweep_text(extra_training="mup_base_width = 64")))
     with pytest.raises(Exception, match="mup_base_width"):
         plan.prepare(path, other)
+
+
+def test_a_sweep_stored_by_an_older_version_is_not_recorded_twice(tmp_path):
+    """A sweep table stored before a setting existed, re-run now, is the same sweep: one record, and a store that
+    already holds both versions reads back one sweep (status --brackets counted every cell twice)."""
+    path, sw = make_store(tmp_path)
+    old = __import__("copy").deepcopy(store.attrs(path)["sweeps"][0])
+    old["training"].pop("mup_base_width")  # as an older scalingkit wrote it
+    store.set_attrs(path, sweeps=[old])
+    plan.prepare(path, sw)
+    assert len(store.attrs(path)["sweeps"]) == 1 and len(plan.stored_sweeps(path)) == 1
+    store.set_attrs(path, sweeps=[old, sw.source])  # what the earlier bug left behind
+    assert [s.source for s in plan.stored_sweeps(path)] == [sw.source]
+    changed = sweep.from_table(__import__("tomllib").loads(tiny_sweep_text(tokens=(6400, 12800, 25600))))
+    plan.prepare(path, changed)  # a different sweep is recorded beside it
+    assert len(plan.stored_sweeps(path)) == 2
