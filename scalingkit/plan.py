@@ -17,18 +17,16 @@ from scalingkit.sweep import Sweep, from_table
 
 
 def stored_sweeps(path) -> list[Sweep]:
-    """The sweeps a store was filled from, each once: tables stored by an older version are re-validated (settings
-    added since take their defaults), and one that then equals an earlier one is the same sweep."""
+    """The sweeps a store was filled from, one per name (a sweep is known by its name: the latest version recorded
+    counts; stores written before edited sweeps replaced their old versions can hold several). Tables stored by an
+    older scalingkit are re-validated, so settings added since take their defaults."""
     try:
         tables = store.attrs(path).get("sweeps", [])
         sweeps = [from_table(t, check_families=False) for t in tables]
     except UserError as exc:
         raise StoreError(f"store {path} holds a sweep that no longer validates: {exc}") from None
-    unique: list[Sweep] = []
-    for sw in sweeps:
-        if sw.source not in [u.source for u in unique]:
-            unique.append(sw)
-    return unique
+    latest = {sw.name: sw for sw in sweeps}  # later versions win; dict order: where each name first appeared
+    return list(latest.values())
 
 
 def prepare(path, sweep: Sweep) -> dict:
@@ -61,9 +59,20 @@ def prepare(path, sweep: Sweep) -> dict:
         added = store.grow(path, coords, all_shapes, n_params, families)
         # compared as re-validated now: a table an older version stored lacks the settings added since
         known = [sw.source for sw in stored_sweeps(path)]
+        replaced = None
         if sweep.source not in known:
-            store.set_attrs(path, sweeps=known + [sweep.source])
-        return {"created": False, "added": added}
+            # a sweep is what its file says now: an edited sweep (same name) replaces its stored version, whose
+            # runs all stay in the cube; a sweep of another name is recorded beside the others
+            names = [t["name"] for t in known]  # one per name (stored_sweeps)
+            if sweep.name in names:
+                replaced = sweep.name
+                known[names.index(sweep.name)] = sweep.source
+            else:
+                known.append(sweep.source)
+            store.set_attrs(path, sweeps=known)
+        elif len(known) != len(old.get("sweeps", [])):  # tidy what an earlier version left: one record per sweep
+            store.set_attrs(path, sweeps=known)
+        return {"created": False, "added": added, "replaced": replaced}
 
 
 def _full_spec(family, user_spec: dict, context: int) -> dict:

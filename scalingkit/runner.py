@@ -41,6 +41,9 @@ def fill_missing(store_path, sweep=None, workers: int = 1, executor: str = "loca
             echo(f"created {store_path}")
         elif info["added"]:
             echo("grew the cube: " + ", ".join(f"{d} +{len(v)}" for d, v in info["added"].items()))
+        if info.get("replaced"):
+            echo(f"sweep {info['replaced']!r} changed since the store recorded it: its new version replaces the old "
+                 "(every stored run stays in the cube)")
     elif not Path(store_path, "zarr.json").exists():
         from scalingkit.errors import UserError
 

@@ -171,6 +171,23 @@ def test_a_sweep_stored_by_an_older_version_is_not_recorded_twice(tmp_path):
     assert len(store.attrs(path)["sweeps"]) == 1 and len(plan.stored_sweeps(path)) == 1
     store.set_attrs(path, sweeps=[old, sw.source])  # what the earlier bug left behind
     assert [s.source for s in plan.stored_sweeps(path)] == [sw.source]
-    changed = sweep.from_table(__import__("tomllib").loads(tiny_sweep_text(tokens=(6400, 12800, 25600))))
-    plan.prepare(path, changed)  # a different sweep is recorded beside it
-    assert len(plan.stored_sweeps(path)) == 2
+    edited = sweep.from_table(__import__("tomllib").loads(tiny_sweep_text(lrs=(1e-2, 3e-2))))
+    store.set_attrs(path, sweeps=[sw.source, edited.source])  # an edited sweep appended by an earlier version
+    assert [s.source for s in plan.stored_sweeps(path)] == [edited.source]  # the latest version counts
+    store.set_attrs(path, sweeps=[sw.source])
+    other = sweep.from_table(__import__("tomllib").loads(tiny_sweep_text(name="other", tokens=(25600,))))
+    plan.prepare(path, other)  # a sweep of another name is recorded beside it
+    assert [s.name for s in plan.stored_sweeps(path)] == ["tiny", "other"]
+
+
+def test_an_edited_sweep_replaces_its_stored_version_and_keeps_every_run(tmp_path):
+    path, sw = make_store(tmp_path)
+    RunWriter(path).write_curve(sw.cells()[0], fake_result(0))
+    edited = sweep.from_table(__import__("tomllib").loads(tiny_sweep_text(lrs=(1e-2, 3e-2))))  # same name
+    info = plan.prepare(path, edited)
+    assert info["replaced"] == "tiny"
+    assert [s.source for s in plan.stored_sweeps(path)] == [edited.source]
+    ds = store.open_cube(path)
+    cell = sw.cells()[0]
+    kept = ds["eval_loss"].sel(family=cell.family, param=cell.param, N=cell.N, D=cell.D, lr=cell.lr, seed=cell.seed)
+    np.testing.assert_array_equal(kept.values[:5], fake_result(0).eval_loss)
