@@ -15,6 +15,15 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, path, dpi: int = 120) -> Path:
+    """Write `fig` to `path` (its folder made if needed), close it, and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_cube(path, out_dir, n_convention: str = "total") -> list[Path]:
     """For every (family, param): eval-loss curves against tokens at the best learning rate, and L(N, D) against N
     (one line per D) and against D (one line per N). Returns the files written."""

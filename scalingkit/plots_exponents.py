@@ -86,10 +86,9 @@ def exponent_points(store_path, n_convention: str = "total", bootstrap: int = 0,
 
 def plot_exponents(points: list[ExponentPoint], path, skipped: list[str] = ()) -> Path:
     """Two panels, alpha and beta against entropy; error bars are the spread (s.d.) across the fixed variable."""
-    import matplotlib
+    from scalingkit.plots import _pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     placed = [p for p in points if np.isfinite(p.entropy)]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
@@ -114,11 +113,7 @@ def plot_exponents(points: list[ExponentPoint], path, skipped: list[str] = ()) -
         fig.tight_layout(rect=(0, 0.04 * min(len(notes), 6), 1, 1))
     else:
         fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def figure_notes(points: list[ExponentPoint], skipped: list[str] = ()) -> list[str]:

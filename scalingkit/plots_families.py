@@ -32,10 +32,9 @@ def rank_data(family, n_tokens: int = 1_000_000, seed: int = 0) -> tuple[np.ndar
 
 def plot_ranks(families: dict, path, n_tokens: int = 1_000_000) -> Path:
     """Two panels (unigrams, bigrams), log-log, one line per family (label -> Family). Returns the file."""
-    import matplotlib
+    from scalingkit.plots import _pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for label, family in families.items():
@@ -52,11 +51,7 @@ def plot_ranks(families: dict, path, n_tokens: int = 1_000_000) -> Path:
         ax.grid(True, which="major", alpha=0.3)
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_store_ranks(store_path="store/cube.zarr", path=None) -> tuple[Path | None, list[str]]:
