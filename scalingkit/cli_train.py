@@ -115,8 +115,11 @@ def plot(store_path, out_dir, n_convention, no_ranks):
         if file:
             click.echo(f"wrote {file}")
     files, skipped = plots_exponents.plot_store_exponents(store_path, out, n_convention)
-    for line in skipped:
-        click.echo(f"exponents: no fit for {line}", err=True)
+    if files:
+        for line in skipped:
+            click.echo(f"exponents: no fit for {line}", err=True)
+    else:
+        click.echo(f"exponents: no figure: {'; '.join(skipped)}", err=True)
     for file in files:
         click.echo(f"wrote {file}")
 

@@ -67,7 +67,7 @@ def test_groups_without_enough_points_are_reported_not_plotted(tmp_path):
     assert points == [] and len(skipped) == 1 and skipped[0].startswith("er64/sp: too few points")
     proc = run_cli("plot", "--store", path, "--out", tmp_path / "fig", "--no-ranks")
     assert proc.returncode == 0, proc.stderr
-    assert "exponents: no fit for er64/sp" in proc.stderr
+    assert "exponents: no figure: er64/sp: too few points" in proc.stderr
     assert not (tmp_path / "fig" / "exponents-entropy-total.png").exists()
 
 

@@ -158,3 +158,29 @@ eval_sequences = 8
     assert proc.returncode == 0, proc.stderr
     assert "1 done" in proc.stdout, proc.stdout
     assert ("tokenising" in proc.stderr) is not bool(flag), proc.stderr
+
+
+def test_plot_leaves_out_a_family_whose_corpus_is_gone_and_says_so(words, tmp_path):
+    """The rank figure rebuilds every family; one that cannot be rebuilt here (its corpus folder was removed) is
+    left out with a line saying why, the other figures are still written, and the store is untouched."""
+    import shutil
+
+    from conftest import run_cli
+    from scalingkit import plan, store, sweep
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(words, corpus)
+    table = {"name": "gone", "families": {"words": {"kind": "text", "corpus": str(corpus), "tokenizer": {"bpe": 600}},
+                                          "er": {"kind": "er", "nodes": 32, "edges": 64}},
+             "grid": {"widths": [16], "tokens": [1600], "lrs": [0.01], "seeds": [0]},
+             "training": {"batch": 4, "context": 16, "eval_points": 2, "eval_sequences": 8}}
+    path = tmp_path / "cube.zarr"
+    plan.prepare(path, sweep.from_table(table))
+    before = store.attrs(path)
+    shutil.rmtree(corpus)
+    proc = run_cli("plot", "--store", path, "--out", tmp_path / "fig")
+    assert proc.returncode == 0, proc.stderr
+    assert "ranks: left out words:" in proc.stderr and "Traceback" not in proc.stderr
+    assert (tmp_path / "fig" / "ranks.png").exists()  # the graph family still plots
+    assert "exponents: no figure: the cube has no finished runs" in proc.stderr
+    assert store.attrs(path) == before
