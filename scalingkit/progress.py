@@ -1,7 +1,7 @@
 """Whether progress bars are drawn: one switch for a command and every worker process it starts.
 
 `train --no-progress` sets it; the bars of family builds (tokenising a corpus, training or sampling a generator)
-read it, as does the sweep's own bar. An environment variable, so that worker processes inherit it.
+read it (the sweep's own bar is told directly). An environment variable, so that worker processes inherit it.
 """
 from __future__ import annotations
 
