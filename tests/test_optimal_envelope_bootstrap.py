@@ -68,6 +68,9 @@ def test_interval_method_says_which_interval_came_from_where(by_points):
     method = by_points[16][1].diagnostics["interval_method"]
     assert "gamma: wild bootstrap" in method
     assert "a, b, kN, kD, N_opt, D_opt, tokens_per_param: bootstrap over runs (200 draws, percentile)" in method
+    # gamma's interval still resamples envelope points as if independent: the result says how to read it
+    assert any("gamma's interval is a wild bootstrap of the envelope points" in n
+               for n in by_points[16][1].diagnostics["notes"])
 
 
 def test_same_seed_same_intervals_and_bootstrap_0_is_ols(by_points):

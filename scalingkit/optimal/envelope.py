@@ -141,6 +141,9 @@ def envelope(inputs: Inputs, budgets, *, min_fraction=0.0, edges="clip", bootstr
     coefs, method = draws_or_ols(drawn, bootstrap, diag, notes,
                                  f"left fewer than {MIN_LINE_POINTS} envelope points (or one compute)",
                                  "treat the correlated envelope points as independent (too narrow)")
+    if len(fitted) >= MIN_LINE_POINTS:
+        notes.append("gamma's interval is a wild bootstrap of the envelope points around the power law, which treats "
+                     "neighbouring points of one run as independent: read it as a lower bound on the uncertainty")
     return laws_from_points("envelope", pts["C"][fitted], pts["N"][fitted], pts["D"][fitted], pts["L"][fitted],
                             budgets, bootstrap=bootstrap, seed=seed, confidence=confidence, workers=workers,
                             diagnostics=diag, line_draws=coefs, line_method=method)
