@@ -66,11 +66,11 @@ def test_bootstrap_interval_of_a_is_wider_than_ols_and_does_not_shrink_with_dens
 
 def test_interval_method_says_which_interval_came_from_where(by_points):
     method = by_points[16][1].diagnostics["interval_method"]
-    assert "gamma: wild bootstrap" in method
+    assert "gamma: bootstrap over runs (200 refits, percentile)" in method  # refitted on each draw's envelope
     assert "a, b, kN, kD, N_opt, D_opt, tokens_per_param: bootstrap over runs (200 draws, percentile)" in method
-    # gamma's interval still resamples envelope points as if independent: the result says how to read it
-    assert any("gamma's interval is a wild bootstrap of the envelope points" in n
-               for n in by_points[16][1].diagnostics["notes"])
+    for points, (_, res) in by_points.items():
+        lo, hi = res.intervals["gamma"]
+        assert lo < res["gamma"] < hi, points
 
 
 def test_same_seed_same_intervals_and_bootstrap_0_is_ols(by_points):

@@ -49,7 +49,9 @@ def test_bootstrap_intervals_contain_the_estimate(cube):
             assert lo < row["values"][name] < hi, (res.method, name)
         assert 0.03 < width(res.intervals["a"]) < 0.3
         method = res.diagnostics["interval_method"]
-        assert "gamma: wild bootstrap" in method
+        assert "gamma: bootstrap over runs (200 refits" in method  # gamma refitted on each draw's optima
+        lo, hi = res.intervals["gamma"]
+        assert lo < res["gamma"] < hi, res.method
         assert "a, b, kN, kD, N_opt, D_opt, tokens_per_param: bootstrap over runs (200 draws, percentile)" in method
 
 
@@ -73,15 +75,18 @@ def test_each_draw_refits_the_profiles_of_its_runs(cube):
     inputs, _ = cube
     N, D, L = inputs.arrays()
     drawn = bootstrap_optima(N, D, L, "interpolate", 8, 0.1, 3, seed=3)
-    for kind, (coefs, dropped) in zip(KINDS, drawn):
-        expected = []
+    for kind, (coefs, dropped, gammas) in zip(KINDS, drawn):
+        expected, expected_gamma = [], []
         for runs in resample_indices(3, 3, len(N)):
             sub = Inputs("draw", inputs.table.iloc[np.unique(runs)].reset_index(drop=True))
             res = isoflop(sub, [BUDGET], slicing="interpolate", bootstrap=0)[KINDS.index(kind)]
             if res.converged:
                 expected.append(res["a"])
-        assert len(coefs) == len(expected) == 3 - dropped
+                expected_gamma.append(res["gamma"])
+        assert len(coefs) == len(expected) == len(gammas) == 3 - dropped
         np.testing.assert_allclose(coefs[:, 0, 1], expected, rtol=1e-9)
+        # gamma per draw: the same L_opt law on the draw's optima (8 starts there, 40 here: same minimum)
+        np.testing.assert_allclose(gammas, expected_gamma, rtol=1e-4)
 
 
 def test_draws_that_lose_slices_are_dropped_and_counted():

@@ -16,7 +16,7 @@ Intervals of a, b, kN, kD and at the budgets come from a bootstrap over runs: th
 independent (neighbours come from the same run, N_opt is a staircase in C, and logging a curve more densely adds
 points but no information), so OLS t intervals on them are far too narrow and shrink with the logging density.
 Each draw resamples whole runs, rebuilds the envelope (and its edge rule) and refits the three lines; the
-intervals are percentiles of the draws, the estimates those of the full data. gamma keeps its wild bootstrap.
+intervals are percentiles of the draws, the estimates those of the full data; gamma is refitted per draw.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from scalingkit.errors import UserError
 from scalingkit.optimal.inputs import Inputs
-from scalingkit.optimal.laws import MIN_LINE_POINTS, draws_or_ols, laws_from_points, line_coefs
+from scalingkit.optimal.laws import MIN_LINE_POINTS, draws_or_ols, gamma_on_draw, laws_from_points, line_coefs
 from scalingkit.optimal.result import OptimalResult, failed
 
 
@@ -91,14 +91,20 @@ def fitted_on_draws(pts: dict, n_runs: int, edges: str, draws: int, seed) -> tup
     return order, mask
 
 
-def line_draws(pts: dict, n_runs: int, edges: str, draws: int, seed) -> tuple[np.ndarray, int]:
-    """(intercept, slope) of log N, log D, log(D/N) on log C per kept draw, (kept, 3, 2), and how many were dropped
-    (fewer than MIN_LINE_POINTS points, or no spread in log C). Not laws.lines_over_runs: the envelopes of all
-    draws come at once from fitted_on_draws, and only the line fits loop."""
+def line_draws(pts: dict, n_runs: int, edges: str, draws: int, seed) -> tuple[np.ndarray, int, np.ndarray]:
+    """(intercept, slope) of log N, log D, log(D/N) on log C per kept draw, (kept, 3, 2), how many draws were
+    dropped (fewer than MIN_LINE_POINTS points, or no spread in log C), and gamma refitted on each kept draw.
+    Not laws.lines_over_runs: the envelopes of all draws come at once from fitted_on_draws, and only the fits
+    loop."""
     order, mask = fitted_on_draws(pts, n_runs, edges, draws, seed)
-    C, N, D = (np.asarray(pts[k], dtype=float)[order] for k in ("C", "N", "D"))
-    out = [c for c in (line_coefs(C[m], N[m], D[m]) for m in mask) if c is not None]
-    return np.reshape(out, (-1, 3, 2)), draws - len(out)
+    C, N, D, L = (np.asarray(pts[k], dtype=float)[order] for k in ("C", "N", "D", "L"))
+    coefs, gammas = [], []
+    for m in mask:
+        c = line_coefs(C[m], N[m], D[m])
+        if c is not None:
+            coefs.append(c)
+            gammas.append(gamma_on_draw(C[m], L[m]))
+    return np.reshape(coefs, (-1, 3, 2)), draws - len(coefs), np.asarray(gammas, dtype=float)
 
 
 def envelope(inputs: Inputs, budgets, *, min_fraction=0.0, edges="clip", bootstrap=200, seed=0, confidence=0.95,
@@ -138,12 +144,9 @@ def envelope(inputs: Inputs, budgets, *, min_fraction=0.0, edges="clip", bootstr
     drawn = None
     if bootstrap and len(fitted) >= MIN_LINE_POINTS:
         drawn = line_draws(pts, n_runs, edges, int(bootstrap), seed)
-    coefs, method = draws_or_ols(drawn, bootstrap, diag, notes,
-                                 f"left fewer than {MIN_LINE_POINTS} envelope points (or one compute)",
-                                 "treat the correlated envelope points as independent (too narrow)")
-    if len(fitted) >= MIN_LINE_POINTS:
-        notes.append("gamma's interval is a wild bootstrap of the envelope points around the power law, which treats "
-                     "neighbouring points of one run as independent: read it as a lower bound on the uncertainty")
+    coefs, method, gammas = draws_or_ols(drawn, bootstrap, diag, notes,
+                                         f"left fewer than {MIN_LINE_POINTS} envelope points (or one compute)",
+                                         "treat the correlated envelope points as independent (too narrow)")
     return laws_from_points("envelope", pts["C"][fitted], pts["N"][fitted], pts["D"][fitted], pts["L"][fitted],
                             budgets, bootstrap=bootstrap, seed=seed, confidence=confidence, workers=workers,
-                            diagnostics=diag, line_draws=coefs, line_method=method)
+                            diagnostics=diag, line_draws=coefs, line_method=method, gamma_draws=gammas)

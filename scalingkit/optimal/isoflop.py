@@ -190,7 +190,7 @@ def bootstrap_optima(N, D, L, mode: str, n_slices, bin_width, draws: int, seed):
         # a row drawn twice repeats a cell, which the slices reduce to one loss anyway: only which rows matter
         u = np.unique(runs)
         records = profile_records(N[u], D[u], L[u], mode, n_slices, bin_width)
-        return [accepted(records, kind)[:3] for kind in KINDS]
+        return [accepted(records, kind) for kind in KINDS]
 
     return lines_over_runs(optima, len(N), draws, seed, variants=len(KINDS))
 
@@ -219,12 +219,12 @@ def isoflop(inputs: Inputs, budgets, *, slicing="auto", n_slices=8, bin_width=0.
                                f"{MIN_PROFILE} per slice; slicing {mode})")
             out.append(OptimalResult(method, diagnostics=diag, converged=False))
             continue
-        coefs, line_method = draws_or_ols(
+        coefs, line_method, gammas = draws_or_ols(
             drawn[kind] if enough[kind] else None, bootstrap, diag, notes,
             f"left fewer than {MIN_LINE_POINTS} accepted optima (too few slices, or optima at the edge)",
             "take the profile optima as independent observations (they share runs, so too narrow)")
         C, Nopt, Dopt, Lopt = accepted(records, kind)
         out.append(laws_from_points(method, C, Nopt, Dopt, Lopt, budgets, bootstrap=bootstrap, seed=seed,
                                     confidence=confidence, workers=workers, diagnostics=diag, line_draws=coefs,
-                                    line_method=line_method))
+                                    line_method=line_method, gamma_draws=gammas))
     return out

@@ -9,7 +9,8 @@
   correlated, the IsoFLOP optima move together with the runs, a surrogate's are minima of one fitted surface,
   so OLS t intervals on them are too narrow), their percentile intervals replace the OLS ones; the estimates
   stay OLS. `lines_over_runs` draws them for a method that recomputes its optima from resampled runs, and
-  `draws_or_ols` records what the draws gave.
+  `draws_or_ols` records what the draws gave. Such draws also refit gamma on each draw's L_opt points, and that
+  percentile interval replaces the wild bootstrap's (which treats the optima as independent points).
 
 Envelope, IsoFLOP and surrogate optima all go through here, so their numbers are comparable; the parametric
 method has its own (closed form, bootstrap over runs).
@@ -87,49 +88,65 @@ def line_coefs(C, N, D):
     return np.polynomial.polynomial.polyfit(x, Y, 1).T  # three lines at once: rows (intercept, slope)
 
 
-def lines_over_runs(optima, n_runs: int, draws: int, seed, variants: int = 1) -> list[tuple[np.ndarray, int]]:
-    """Bootstrap over runs: per variant, the (kept, 3, 2) line draws and how many draws were dropped.
+def gamma_on_draw(C, L) -> float:
+    """gamma of L_opt = E_C + K C^-gamma refitted on one bootstrap draw's optima (nan where it cannot be fitted).
+    8 starts, not 40: a draw's points are a perturbation of the full data's, whose fit had all 40."""
+    from scalingkit.fit.powerlaw import PowerLaw
+
+    C, L = np.asarray(C, dtype=float), np.asarray(L, dtype=float)
+    if len(np.unique(C)) < MIN_GAMMA_POINTS:
+        return np.nan
+    res = PowerLaw(names=("E_C", "K", "gamma"), starts=8, bootstrap=0, seed=0, window=False,
+                   alternative=False).fit(C, L)
+    return float(res.params["gamma"]) if res.converged else np.nan
+
+
+def lines_over_runs(optima, n_runs: int, draws: int, seed, variants: int = 1) -> list[tuple]:
+    """Bootstrap over runs: per variant, (kept line draws (kept, 3, 2), how many draws were dropped, gamma of each
+    kept draw (nan where its L_opt fit failed)).
 
     optima(runs) gets one draw's run indices (with repeats) and returns, per variant (e.g. the parabola and the
-    Akima optima of one set of profiles), the (C, N, D) of the compute-optimal points it finds, or None where
+    Akima optima of one set of profiles), the (C, N, D, L) of the compute-optimal points it finds, or None where
     the method fails on that draw. The loop is by hand (not scipy.stats.bootstrap): a draw reruns a method and
     gives a different set of points rather than a statistic of resampled rows, and unusable draws must be
     dropped and counted, not averaged.
     """
     from scalingkit.fit.bootstrap import resample_indices
 
-    kept = [[] for _ in range(variants)]
+    kept = [([], []) for _ in range(variants)]
     for runs in resample_indices(seed, int(draws), int(n_runs)):
-        for out, pts in zip(kept, optima(runs)):
-            c = None if pts is None else line_coefs(*pts)
+        for (coefs, gammas), pts in zip(kept, optima(runs)):
+            c = None if pts is None else line_coefs(*pts[:3])
             if c is not None:
-                out.append(c)
-    return [(np.reshape(k, (-1, 3, 2)), int(draws) - len(k)) for k in kept]
+                coefs.append(c)
+                gammas.append(gamma_on_draw(pts[0], pts[3]))
+    return [(np.reshape(c, (-1, 3, 2)), int(draws) - len(c), np.asarray(g, dtype=float)) for c, g in kept]
 
 
 def draws_or_ols(drawn, draws: int, diag: dict, notes: list, dropped_because: str, ols_caveat: str):
-    """What `laws_from_points` gets from a bootstrap over runs: (line_draws or None, line_method).
+    """What `laws_from_points` gets from a bootstrap over runs: (line_draws or None, line_method, gamma_draws or None).
 
-    drawn: (coefs, dropped) from the bootstrap, None when draws == 0 (or when it was not run). Records the
+    drawn: (coefs, dropped, gammas) from the bootstrap, None when draws == 0 (or when it was not run). Records the
     counts in diag and says in notes what was dropped, and why the intervals are OLS where they are.
     """
     if drawn is None:
         if not draws:
             notes.append(f"bootstrap=0: a and b have OLS intervals, which {ols_caveat}")
-        return None, None
-    coefs, dropped = drawn
+        return None, None, None
+    coefs, dropped, gammas = drawn
     diag.update(bootstrap_draws=int(draws), bootstrap_dropped=int(dropped))
     kept = f"{len(coefs)} draws" + (f", {dropped} of {int(draws)} dropped" if dropped else "")
     if dropped:
         notes.append(f"{dropped} of {int(draws)} bootstrap draws over runs {dropped_because} and were dropped")
     if len(coefs) < 2:
         notes.append(f"too few usable bootstrap draws over runs: a and b have OLS intervals, which {ols_caveat}")
-        return None, None
-    return coefs, f"bootstrap over runs ({kept}, percentile)"
+        return None, None, None
+    return coefs, f"bootstrap over runs ({kept}, percentile)", gammas
 
 
 def laws_from_points(method: str, C, N, D, L, budgets, *, bootstrap=200, seed=0, confidence=0.95,
-                     workers=None, diagnostics=None, line_draws=None, line_method=None) -> OptimalResult:
+                     workers=None, diagnostics=None, line_draws=None, line_method=None,
+                     gamma_draws=None) -> OptimalResult:
     """Fit gamma, a, b to compute-optimal points and evaluate N_opt, D_opt, D/N at the budgets.
 
     line_draws: optional (B, 3, 2) draws of (intercept, slope) of the log N, log D and log(D/N) lines; their
@@ -143,8 +160,21 @@ def laws_from_points(method: str, C, N, D, L, budgets, *, bootstrap=200, seed=0,
     if len(C) < MIN_LINE_POINTS or np.ptp(np.log(C)) == 0:
         diag["failure"] = f"{len(C)} compute-optimal point(s); the laws need at least {MIN_LINE_POINTS}"
         return OptimalResult(method, points=points, diagnostics=diag, converged=False)
-    params, intervals, gdiag = fit_gamma(C, L, bootstrap=bootstrap, seed=seed, confidence=confidence,
-                                         workers=workers)
+    gamma_draws = None if gamma_draws is None else np.asarray(gamma_draws, dtype=float)
+    by_runs = gamma_draws is not None and np.isfinite(gamma_draws).sum() >= 2
+    # with draws over runs, gamma's interval is theirs: no wild bootstrap of the (correlated) optima
+    params, intervals, gdiag = fit_gamma(C, L, bootstrap=0 if by_runs else bootstrap, seed=seed,
+                                         confidence=confidence, workers=workers)
+    gamma_label = f"gamma: wild bootstrap BCa ({int(bootstrap)} draws)"
+    if by_runs and "gamma_failure" not in gdiag:
+        from scalingkit.fit.bootstrap import percentile_interval
+
+        lo, hi = percentile_interval(gamma_draws[:, None], 1 - confidence)
+        intervals["gamma"] = (float(lo[0]), float(hi[0]))
+        failed_fits = int((~np.isfinite(gamma_draws)).sum())
+        gamma_label = (f"gamma: bootstrap over runs ({int(np.isfinite(gamma_draws).sum())} refits"
+                       + (f", {failed_fits} failed" if failed_fits else "") + ", percentile)")
+        gdiag.pop("gamma_note", None)  # that note is about the wild bootstrap's interval
     diag.update(gdiag)
     if "gamma_note" in gdiag:
         diag.setdefault("notes", []).append(gdiag["gamma_note"])
@@ -164,7 +194,7 @@ def laws_from_points(method: str, C, N, D, L, budgets, *, bootstrap=200, seed=0,
     intervals.update(a=lines["N"]["slope_ci"], b=lines["D"]["slope_ci"], kN=lines["N"]["k_ci"],
                      kD=lines["D"]["k_ci"])
     diag.update(r2_N=lines["N"]["r2"], r2_D=lines["D"]["r2"],
-                interval_method=f"gamma: wild bootstrap BCa ({int(bootstrap)} draws); {line_label}")
+                interval_method=f"{gamma_label}; {line_label}")
     rows = []
     for i, c in enumerate(np.atleast_1d(budgets)):
         values, ivs = {}, {}

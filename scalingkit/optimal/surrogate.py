@@ -19,8 +19,9 @@ instead from a bootstrap over runs (rows of the final-point table) with the surr
   draws whose refit fails or keeps fewer than 3 compute values are dropped and counted.
 - mlp: not affordable (one fit takes 5-20 s, so 200 draws would take most of an hour): the estimates stay, and
   a, b, kN, kD and the budget values have no interval (a note says why) rather than a misleading OLS one.
-gamma keeps the wild bootstrap of laws.py on the grid minima, which is about their scatter around the power
-law, not about the surrogate either (a note says so).
+gamma: for the kernel, refitted on each draw's minima (percentile interval); for the MLP, the wild bootstrap of
+laws.py on the grid minima, which is about their scatter around the power law, not about the surrogate (a note
+says so).
 """
 from __future__ import annotations
 
@@ -114,7 +115,7 @@ def kernel_line_draws(inputs: Inputs, fitted, settings: dict, grid: int, draws: 
         if not sur.converged:
             return [None]
         opt = minimise_along_compute(sur.predict, (n.min(), n.max()), (d.min(), d.max()), grid)
-        return [(opt["C"], opt["N"], opt["C"] / (6.0 * opt["N"]))]
+        return [(opt["C"], opt["N"], opt["C"] / (6.0 * opt["N"]), opt["L"])]
 
     return lines_over_runs(optima, len(N), draws, seed)[0]
 
@@ -147,21 +148,21 @@ def surrogate(inputs: Inputs, budgets, *, kind="mlp", grid=100, surrogate_settin
         k: v for k, v in sur.diagnostics.items() if not isinstance(v, (dict, list))}, notes=notes)
     diag["search_over_D"] = {"N": opt["N_from_D"].tolist(), "L": opt["L_from_D"].tolist()}
     C, Nopt = opt["C"], opt["N"]
-    coefs = line_method = None
+    coefs = line_method = gammas = None
     if kind == "kernel":
         drawn = None
         if bootstrap and opt["kept"] >= MIN_LINE_POINTS:
             drawn = kernel_line_draws(inputs, sur, settings, int(grid), int(bootstrap), seed)
-        coefs, line_method = draws_or_ols(
+        coefs, line_method, gammas = draws_or_ols(
             drawn, bootstrap, diag, notes,
             f"had a failed refit or fewer than {MIN_LINE_POINTS} compute values kept",
             "take the grid minima of one fitted surface as independent (they shrink with the grid density)")
-    if opt["kept"] >= MIN_LINE_POINTS:
+    if opt["kept"] >= MIN_LINE_POINTS and gammas is None:
         notes.append("gamma's interval is a wild bootstrap of the grid minima around the power law: it does not "
                      "include the uncertainty of the surrogate fit")
     res = laws_from_points(method, C, Nopt, C / (6.0 * Nopt), opt["L"], budgets, bootstrap=bootstrap, seed=seed,
                            confidence=confidence, workers=workers, diagnostics=diag, line_draws=coefs,
-                           line_method=line_method)
+                           line_method=line_method, gamma_draws=gammas)
     if kind == "mlp" and res.converged:
         without_line_intervals(res, f"intervals need a bootstrap over runs with surrogate refits "
                                     f"({int(bootstrap) or 200} draws x {fit_seconds:.2g} s): not computed; use the "
