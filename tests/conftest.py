@@ -38,6 +38,17 @@ def tiny_sweep_text(name="tiny", widths=(16, 32), tokens=(6400, 12800), lrs=(1e-
         """)
 
 
+def write_random_words(folder, seed: int, vocabulary: int, documents: int, words_each: int):
+    """A corpus folder of `documents` .txt files of random words w0..w{vocabulary-1} (fixed by `seed`)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    lexicon = np.array([f"w{i}" for i in range(vocabulary)])
+    for i in range(documents):
+        (folder / f"{i:02d}.txt").write_text(" ".join(rng.choice(lexicon, words_each)))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def private_cache(tmp_path_factory):
     """Token, tokenizer and generator caches under pytest's temporary folder, for a module that names it with

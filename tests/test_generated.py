@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import write_random_words
 
 from scalingkit.errors import UserError
 from scalingkit.families import build_family
@@ -22,12 +23,8 @@ pytestmark = pytest.mark.usefixtures("private_cache")
 
 @pytest.fixture(scope="module")
 def words(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("gen-words")
-    rng = np.random.default_rng(1)
-    lexicon = np.array([f"w{i}" for i in range(300)])
-    for i in range(60):
-        (folder / f"{i:02d}.txt").write_text(" ".join(rng.choice(lexicon, 80)))
-    return folder
+    return write_random_words(tmp_path_factory.mktemp("gen-words"), seed=1, vocabulary=300, documents=60,
+                              words_each=80)
 
 
 def tiny(words, **keys):

@@ -1,6 +1,7 @@
 """The natural-text family: one epoch of windows without repeats, the held-out split, clear errors."""
 import numpy as np
 import pytest
+from conftest import write_random_words
 
 from scalingkit.config import TrainSettings
 from scalingkit.engine import held_out_set
@@ -19,12 +20,7 @@ pytestmark = pytest.mark.usefixtures("private_cache")
 @pytest.fixture(scope="module")
 def words(tmp_path_factory):
     """80 documents of random words: every window of the token stream is distinct, so windows identify positions."""
-    folder = tmp_path_factory.mktemp("words")
-    rng = np.random.default_rng(0)
-    lexicon = np.array([f"w{i}" for i in range(400)])
-    for i in range(80):
-        (folder / f"{i:02d}.txt").write_text(" ".join(rng.choice(lexicon, 60)))
-    return folder
+    return write_random_words(tmp_path_factory.mktemp("words"), seed=0, vocabulary=400, documents=80, words_each=60)
 
 
 def make(words, **keys):
