@@ -47,6 +47,7 @@ CURVE = Curve(
     lower=(0.0, 0.0, 0.0), upper=(np.inf, np.inf, _EXP_MAX),
     starts=_starts, to_public=_to_public, exponent=2,
 )
+GAMMA_BOUNDS = (CURVE.lower[2], CURVE.upper[2])  # the exponent's fitting bounds
 
 
 class PowerLaw(Curve1D):

@@ -144,6 +144,27 @@ def draws_or_ols(drawn, draws: int, diag: dict, notes: list, dropped_because: st
     return coefs, f"bootstrap over runs ({kept}, percentile)", gammas
 
 
+def open_gamma_ends(gamma_draws, alpha: float) -> dict:
+    """Where more than alpha/2 of the refits of gamma ran to one of its fitting bounds, the percentile interval's
+    end there is the bound, not an estimate: the runs do not bound gamma on that side. Say so (gamma_open: "above",
+    "below" or both) rather than print the bound as if it were a limit the data set."""
+    from scalingkit.fit.powerlaw import GAMMA_BOUNDS
+
+    g = np.asarray(gamma_draws, dtype=float)
+    g = g[np.isfinite(g)]
+    if not len(g):
+        return {}
+    lo, hi = GAMMA_BOUNDS
+    ends = {"below": (np.isclose(g, lo, atol=1e-6), lo), "above": (np.isclose(g, hi, rtol=1e-6), hi)}
+    open_ends = {side: (int(at.sum()), bound) for side, (at, bound) in ends.items() if at.mean() > alpha / 2}
+    if not open_ends:
+        return {}
+    said = "; ".join(f"{n} of {len(g)} refits ran to gamma's bound {bound:g}, so the runs do not bound it {side}"
+                     for side, (n, bound) in open_ends.items())
+    return {"gamma_open": ",".join(open_ends), "gamma_note": f"{said}: that end of its interval is the fitting "
+            "bound, not an estimate (more budgets, or runs closer to each budget's optimum, would pin it)"}
+
+
 def laws_from_points(method: str, C, N, D, L, budgets, *, bootstrap=200, seed=0, confidence=0.95,
                      workers=None, diagnostics=None, line_draws=None, line_method=None,
                      gamma_draws=None) -> OptimalResult:
@@ -175,6 +196,7 @@ def laws_from_points(method: str, C, N, D, L, budgets, *, bootstrap=200, seed=0,
         gamma_label = (f"gamma: bootstrap over runs ({int(np.isfinite(gamma_draws).sum())} refits"
                        + (f", {failed_fits} failed" if failed_fits else "") + ", percentile)")
         gdiag.pop("gamma_note", None)  # that note is about the wild bootstrap's interval
+        gdiag.update(open_gamma_ends(gamma_draws, 1 - confidence))
     diag.update(gdiag)
     if "gamma_note" in gdiag:
         diag.setdefault("notes", []).append(gdiag["gamma_note"])

@@ -39,6 +39,18 @@ def fmt_interval(value, iv, digits: int = 3) -> str:
     return fmt(value, digits) + span
 
 
+def law_cell(result: "OptimalResult", name: str) -> str:
+    """A law's value and interval for the table; an end of gamma's interval that is its fitting bound (the runs
+    do not bound it there: laws.open_gamma_ends) is marked as such, not printed as if the data had set it."""
+    iv = result.intervals.get(name)
+    open_ends = result.diagnostics.get("gamma_open", "") if name == "gamma" else ""
+    if iv is None or not open_ends:
+        return fmt_interval(result.params.get(name), iv)
+    lo, hi = fmt(iv[0], 3), fmt(iv[1], 3)
+    lo, hi = (f"{lo} (bound)" if "below" in open_ends else lo), (f"{hi} (bound)" if "above" in open_ends else hi)
+    return f"{fmt(result.params.get(name), 3)} [{lo}, {hi}]"
+
+
 @dataclass
 class OptimalResult:
     method: str
@@ -147,7 +159,7 @@ class OptimalReport:
         if ok:
             lines.append(f"  {'method':<{width}}  {'points':>6}  " + "".join(f"{k:<26}" for k in ("gamma", "a", "b")))
             for r in ok:
-                cells = "".join(f"{fmt_interval(r.params.get(k), r.intervals.get(k)):<26}" for k in ("gamma", "a", "b"))
+                cells = "".join(f"{law_cell(r, k):<26}" for k in ("gamma", "a", "b"))
                 lines.append(f"  {r.method:<{width}}  {r.diagnostics.get('n_points', 0):>6}  {cells}")
             budgets = [row["C"] for row in ok[0].budgets]
             for i, C in enumerate(budgets):
