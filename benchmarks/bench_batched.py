@@ -10,7 +10,8 @@ best of --repeats:
   probe (run here, its seconds counted), then the time of the path it chose, taken from this repeat's
   measurement of that path (the same code runs either way).
 Ratios are sequential time / candidate time (> 1: faster than sequential). Targets (issue 5): auto >= 0.95 at every
-width, and >= 2 on the tiny shapes where per-step overhead dominates.
+width, and >= 2 on the tiny shapes where per-step overhead dominates. Which shapes those are is measured too: the
+share of a sequential step that is fixed per-step cost (overhead_share).
 Memory: peak resident memory a batch of 14 adds (each width in a fresh process, the kernel's high-water mark reset
 just before training), the modelled figure batchplan uses, and the batch size `auto` allows on this machine (one
 worker).
@@ -35,7 +36,7 @@ import torch
 
 from scalingkit import batchplan, engine
 from scalingkit.batched import train_batch
-from scalingkit.batchprobe import probe
+from scalingkit.batchprobe import fastest_sequential_step, probe
 from scalingkit.config import RunConfig, TrainSettings
 from scalingkit.counts import train_flops_per_token
 from scalingkit.families import build_family
@@ -96,7 +97,19 @@ def time_width(width: int, threads: int, steps: int, repeats: int, family, batch
         k, probe_s, reason = auto_choice(cfgs, family)
         autos.append(probe_s + (bat[-1] if k > 1 else seq[-1]))
     return {"width": width, "threads": threads, "sequential": seq, "batched": bat, "auto": autos, "auto_k": k,
-            "auto_reason": reason, "probe_s": probe_s}
+            "auto_reason": reason, "probe_s": probe_s, "overhead": overhead_share(width, batch, family, settings)}
+
+
+def overhead_share(width: int, batch: int, family, settings: TrainSettings = SETTINGS) -> dict:
+    """How much of one sequential training step is fixed per-step cost (Python, kernel launches, optimiser loop)
+    rather than work that grows with the batch: the fastest step at 1 and at `batch` sequences (batchprobe's timing),
+    a line t = overhead + per_sequence * batch through the two. 1 / (1 - share) is the speed-up that removing that
+    fixed part alone would give: a yardstick for the batched step's measured speed-up, not a bound (batched matrix
+    products can also do the per-element work a little faster, or slower once it leaves the cache)."""
+    one, full = (fastest_sequential_step(configs(width, 8, b, settings)[0], family) for b in (1, batch))
+    per_sequence = (full - one) / (batch - 1)
+    overhead = max(0.0, one - per_sequence)
+    return {"step_1": one, "step_b": full, "share": overhead / full, "without_fixed": full / (full - overhead)}
 
 
 def _status_kb(field: str) -> int:
@@ -226,6 +239,10 @@ def main():
                       f"{r['auto_reason']}; probe {r['probe_s']:.1f} s)", flush=True)
                 print("    all (s): sequential", np.round(r["sequential"], 1), "batched", np.round(r["batched"], 1),
                       "auto", np.round(r["auto"], 1), flush=True)
+                o = r["overhead"]
+                print(f"    sequential step {1e3 * o['step_b']:.2f} ms ({1e3 * o['step_1']:.2f} ms at 1 sequence): "
+                      f"fixed per-step cost {100 * o['share']:.0f}% of it (removing it alone: "
+                      f"{o['without_fixed']:.2f}x)", flush=True)
     mem = [memory(w, family, args.batch) for w in widths]
     for m in mem:
         print(f"memory width {m['width']:>4}: batch of {K} peak {m['measured_mb']:7.1f} MB measured, "

@@ -47,17 +47,22 @@ def _fastest_step(run) -> float:
     return min(b - a for a, b in zip(ends, ends[1:]))
 
 
+def fastest_sequential_step(cfg, family, steps: int = 8) -> float:
+    """Seconds of one step of `cfg` trained alone (engine.train), the fastest of `steps`."""
+    from scalingkit import engine
+
+    return _fastest_step(lambda cb: engine.train(_short(cfg, steps), family, on_point=cb))
+
+
 def probe(cfgs: list, family, seq_steps: int = 8, batch_steps: int = 5) -> Probe:
     """Time `cfgs` (one batch's configurations) both ways. Every variant gets the smallest learning rate of the
     batch, so that no variant diverges during the probe and drops out of the stack."""
-    from scalingkit import engine
     from scalingkit.batched import train_batch
 
     start = time.perf_counter()
     lr = min(c.lr for c in cfgs)
-    one = _short(replace(cfgs[0], lr=lr), seq_steps)
     many = [_short(replace(c, lr=lr), batch_steps) for c in cfgs]
-    seq = _fastest_step(lambda cb: engine.train(one, family, on_point=cb))
+    seq = fastest_sequential_step(replace(cfgs[0], lr=lr), family, seq_steps)
     bat = _fastest_step(lambda cb: train_batch(many, family, on_point=cb))
     return Probe(len(cfgs), seq, bat, time.perf_counter() - start)
 
