@@ -49,3 +49,15 @@ def test_columns_and_non_finite_draws():
     lo, hi = bs.bca_interval(np.array([0.0, 10.0]), draws, rng.normal(size=(20, 2)))
     assert lo.shape == (2,) and np.all(np.isfinite(lo)) and np.all(hi > lo)
     assert hi[1] - lo[1] == pytest.approx(2 * (hi[0] - lo[0]), rel=0.1)
+
+
+def test_standard_error_of_draws_beyond_float_range_is_inf_without_a_warning():
+    import warnings
+
+    from scalingkit.fit.bootstrap import standard_error
+
+    draws = np.array([[1e200, 1.0], [-1e200, 2.0], [3e199, 1.5], [1e308, 1.0]])  # an unidentified amplitude beside a sane one
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        se = standard_error(draws)
+    assert np.isinf(se[0]) and se[1] == pytest.approx(np.std([1.0, 2.0, 1.5, 1.0], ddof=1))

@@ -82,8 +82,8 @@ def _f(x) -> float:
 
 
 def _fmt(x) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "nan"
+    if x is None or (isinstance(x, (float, np.floating)) and math.isnan(x)):
+        return "nan"  # inf prints as inf: an unbounded spread is not an unknown one
     if isinstance(x, (bool, np.bool_)):
         return str(bool(x))
     if isinstance(x, (int, np.integer)):

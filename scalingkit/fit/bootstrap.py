@@ -85,5 +85,10 @@ def _shape_like(boot_draws, lo, hi):
 
 def standard_error(boot_draws) -> np.ndarray | float:
     draws = _finite_columns(boot_draws)
-    se = np.array([np.std(c[np.isfinite(c)], ddof=1) if np.sum(np.isfinite(c)) > 1 else np.nan for c in draws.T])
+    # an unidentified amplitude can draw values near 1e300 whose squares overflow: its s.e. is then inf, silently
+    with np.errstate(over="ignore", invalid="ignore"):
+        se = np.array([np.std(c[np.isfinite(c)], ddof=1) if np.sum(np.isfinite(c)) > 1 else np.nan
+                       for c in draws.T])
+    enough = np.isfinite(draws).sum(axis=0) > 1
+    se[enough & np.isnan(se)] = np.inf  # inf - inf inside std: the spread is beyond float range, not unknown
     return float(se[0]) if np.ndim(boot_draws) == 1 else se
