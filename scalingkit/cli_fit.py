@@ -73,6 +73,15 @@ def _groups(df, group_cols):
             for key, g in df.groupby(cols, sort=True)]
 
 
+def _note_floors(results, csv_path, store_path) -> None:
+    """Cube fits: compare each fitted offset with its family's loss floor (fit/floor.py); a CSV has no floors."""
+    if csv_path is None:
+        from scalingkit.fit.floor import note_floors
+        from scalingkit.store import family_floors
+
+        note_floors(results, family_floors(store_path))
+
+
 def _accepted(cls, **candidates):
     """Only the keyword settings the estimator's constructor takes (the surrogates take fewer)."""
     params = inspect.signature(cls.__init__).parameters
@@ -131,6 +140,7 @@ def fit(form, family, param, n_convention, store_path, csv_path, n_col, d_col, c
         from scalingkit.fit.slices import fit_slices
 
         result = fit_slices(df, form, group_cols=group_cols, bootstrap=bootstrap, seed=seed, workers=workers)
+        _note_floors(result.results, csv_path, store_path)
         _emit([result], as_json, out_dir)
         if not any(r.converged for r in result.results):
             raise click.ClickException(f"every {form} fit failed (see the diagnostics above)")
@@ -141,8 +151,11 @@ def fit(form, family, param, n_convention, store_path, csv_path, n_col, d_col, c
     results = []
     for label, g in _groups(df, group_cols):
         table.require_points(g, f"{form} [{label}]" if label else form, getattr(cls, "min_points", 1), True)
-        results.append(cls(**settings).fit(g["N"].to_numpy(float), g["D"].to_numpy(float),
-                                           g["loss"].to_numpy(float), label=label))
+        r = cls(**settings).fit(g["N"].to_numpy(float), g["D"].to_numpy(float), g["loss"].to_numpy(float),
+                                label=label)
+        r.provenance["group"] = {c: str(g[c].iloc[0]) for c in group_cols if c in g.columns}
+        results.append(r)
+    _note_floors(results, csv_path, store_path)
     _emit(results, as_json, out_dir)
     failed = [r for r in results if not r.converged]
     if failed:

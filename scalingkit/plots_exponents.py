@@ -21,6 +21,7 @@ import numpy as np
 
 from scalingkit.errors import UserError
 from scalingkit.fit.base import jsonable
+from scalingkit.store import family_entropy
 
 MARKERS = {"sp": "o", "mup": "s"}
 
@@ -34,17 +35,6 @@ class ExponentPoint:
     alpha: dict  # summary of alpha over D: n, mean, std, min, max, and at_bound (fits left out: exponent at a bound)
     beta: dict  # summary of beta over N, likewise
     provenance: dict = field(default_factory=dict)
-
-
-def family_entropy(ds, family: str) -> tuple[float, str]:
-    """(entropy in nats per token, how it is known) for one family of an opened cube."""
-    exact = float(ds["entropy_rate"].sel(family=family)) if "entropy_rate" in ds else np.nan
-    if np.isfinite(exact):
-        return exact, "exact"
-    estimate = ds.attrs.get("families", {}).get(family, {}).get("loss_floor_estimate")
-    if estimate is not None and np.isfinite(float(estimate)):
-        return float(estimate), "estimate"
-    return np.nan, "unknown"
 
 
 def exponent_points(store_path, n_convention: str = "total", bootstrap: int = 0, seed: int = 0

@@ -54,7 +54,8 @@ def plot_compute(report, inputs, out_dir) -> Path:
                     label=f"{r.method}: gamma={r.params['gamma']:.3g}")
     floor = inputs.source.get("loss_floor")
     if floor is not None and np.isfinite(floor):
-        ax.axhline(floor, color="grey", ls=":", lw=1, label="loss floor")
+        estimated = inputs.source.get("loss_floor_kind") == "estimate"
+        ax.axhline(floor, color="grey", ls=":", lw=1, label="loss floor" + (" (estimated)" if estimated else ""))
     from matplotlib.colors import LogNorm
 
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=LogNorm(np.exp(lnN.min()), np.exp(lnN.max()) * (1 + 1e-9)))

@@ -381,3 +381,21 @@ def loss_table(path, family: str | None = None, param: str | None = None, n_conv
     df["family"] = df["family"].astype(str)
     df["param"] = df["param"].astype(str)
     return df[["family", "param", "N", "D", "loss", "best_lr", "best_seed"]].reset_index(drop=True)
+
+
+def family_entropy(ds, family: str) -> tuple[float, str]:
+    """(entropy in nats per token, how it is known: exact, estimate or unknown) for one family of an opened cube:
+    the exact entropy rate of a walk, else a generator's estimated entropy (TnL), else nan."""
+    exact = float(ds["entropy_rate"].sel(family=family)) if "entropy_rate" in ds else np.nan
+    if np.isfinite(exact):
+        return exact, "exact"
+    estimate = ds.attrs.get("families", {}).get(family, {}).get("loss_floor_estimate")
+    if estimate is not None and np.isfinite(float(estimate)):
+        return float(estimate), "estimate"
+    return np.nan, "unknown"
+
+
+def family_floors(path) -> dict[str, tuple[float, str]]:
+    """family -> (loss floor, how it is known) for every family of the cube at `path` (the floor is the entropy)."""
+    ds = open_cube(path)
+    return {str(f): family_entropy(ds, str(f)) for f in ds["family"].values}

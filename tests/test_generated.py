@@ -91,7 +91,7 @@ def test_bad_keys_are_user_errors_naming_the_key(words, bad, key):
 
 def test_cube_records_the_estimated_entropy_for_the_exponent_figure(words, tmp_path):
     from scalingkit import plan, store, sweep
-    from scalingkit.plots_exponents import family_entropy
+    from scalingkit.store import family_entropy
 
     table = {"name": "gen", "families": {"t1l": tiny(words)},
              "grid": {"widths": [16], "tokens": [1_600], "lrs": [0.01], "seeds": [0]},

@@ -150,6 +150,8 @@ class FitResult:
         for k, v in self.diagnostics.items():  # nested reports (e.g. the window sensitivity), not the intervals
             if isinstance(v, dict) and v and not k.startswith("intervals_"):
                 lines.append(f"  {k}: " + ", ".join(f"{a}={_fmt(b)}" for a, b in v.items()))
+        for note in self.diagnostics.get("notes", []):
+            lines += textwrap.wrap(f"note: {note}", 110, initial_indent="  ", subsequent_indent="    ")
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -62,7 +62,7 @@ def check_choices(n_convention: str, flops: str) -> None:
 
 def from_cube(path, family=None, param=None, n_convention="total", flops="6nd") -> list[Inputs]:
     """One Inputs per (family, param) of the cube that has finished runs."""
-    from scalingkit.store import best_loss, open_cube
+    from scalingkit.store import best_loss, family_entropy, open_cube
 
     check_choices(n_convention, flops)
     ds = open_cube(path)
@@ -81,13 +81,14 @@ def from_cube(path, family=None, param=None, n_convention="total", flops="6nd") 
             if curves is None:
                 continue
             b = best.sel(family=fam, param=par)
+            floor, floor_kind = family_entropy(ds, str(fam))  # the entropy: exact for walks, estimated for TnL
             n = np.broadcast_to(b["n"].values[:, None], b["loss"].shape)
             d = np.broadcast_to(b["D"].values[None, :], b["loss"].shape).astype(float)
             ok = np.isfinite(b["loss"].values)
             table = pd.DataFrame({"N": n[ok], "D": d[ok], "loss": b["loss"].values[ok]})
             out.append(Inputs(f"{fam}-{par}", table, curves, n_convention, flops,
                               {"store": str(path), "family": str(fam), "param": str(par),
-                               "loss_floor": float(ds["loss_floor"].sel(family=fam))}))
+                               "loss_floor": floor, "loss_floor_kind": floor_kind}))
     if not out:
         raise UserError(f"the cube at {path} has no finished runs")
     return out

@@ -46,6 +46,7 @@ def default_budgets(inputs: Inputs) -> list[float]:
 
 
 def run_methods(inputs: Inputs, methods=("all",), budgets=None, workers=None, **settings) -> OptimalReport:
+    from scalingkit.fit.floor import offset_notes
     from scalingkit.fit.provenance import data_hash, package_versions
 
     unknown = set(settings) - set(DEFAULTS)
@@ -93,7 +94,10 @@ def run_methods(inputs: Inputs, methods=("all",), budgets=None, workers=None, **
     if inputs.curves is not None:  # the envelope reads the curves: they are data too
         cv = inputs.curves
         prov["curves_sha256"] = data_hash({"compute": cv.compute.ravel(), "loss": cv.loss.ravel()})
+    floor, floor_kind = inputs.source.get("loss_floor", np.nan), inputs.source.get("loss_floor_kind", "unknown")
     for r in results:
         r.provenance = {"label": inputs.label, "data_sha256": prov["data_sha256"], "seed": s["seed"]}
+        if r.converged:
+            r.diagnostics.setdefault("notes", []).extend(offset_notes(r.params, r.intervals, floor, floor_kind))
     return OptimalReport(inputs.label, results, settings=record, provenance=prov)
 

@@ -1,0 +1,61 @@
+"""Fitted offsets against the family's known loss floor (its entropy): flagged where they fall below it."""
+import json
+
+import pytest
+
+from conftest import run_cli
+from scalingkit.families import build_family
+from scalingkit.fit.floor import offset_notes
+from scalingkit.optimal.synthetic import Law, chinchilla_cube
+
+WIDTHS = (16, 24, 32, 48, 64)
+TOKENS = (100_000, 200_000, 400_000, 800_000, 1_600_000)
+SPECS = {"honest": {"kind": "er", "nodes": 32, "edges": 64, "seed": 1},
+         "below": {"kind": "er", "nodes": 32, "edges": 128, "seed": 2}}
+FLOORS = {f: build_family(f, spec).entropy_rate() for f, spec in SPECS.items()}
+# "honest" runs level off 0.3 nats above the entropy; "below" runs follow a law whose offset no model could reach
+OFFSETS = {"honest": FLOORS["honest"] + 0.3, "below": 0.5 * FLOORS["below"]}
+
+
+@pytest.fixture(scope="module")
+def cube(tmp_path_factory):
+    path = tmp_path_factory.mktemp("floor") / "cube.zarr"
+    laws = {f: (SPECS[f], Law.centred((2e4, 1e5), (TOKENS[0], TOKENS[-1]), alpha=0.5, beta=0.4, E=OFFSETS[f]))
+            for f in SPECS}
+    chinchilla_cube(path, widths=WIDTHS, tokens=TOKENS, lrs=(0.01,), families=laws, noise=0.002)
+    return path
+
+
+def test_offset_notes_flag_only_offsets_below_a_known_floor():
+    assert offset_notes({"E": 1.0}, {}, 2.0, "exact")[0].startswith("E = 1 is below the family's exact loss floor")
+    assert "interval [0.5, 1.5] excludes it" in offset_notes({"E_C": 1.0}, {"E_C": (0.5, 1.5)}, 2.0, "exact")[0]
+    assert offset_notes({"E": 1.995}, {}, 2.0, "exact") == []  # within rounding of an exact floor
+    assert offset_notes({"E": 1.97}, {}, 2.0, "estimate") == []  # within the sampling error of an estimate
+    assert offset_notes({"E": 1.0}, {}, float("nan"), "unknown") == []
+    assert offset_notes({"alpha": 0.1}, {}, 2.0, "exact") == []  # only offsets
+
+
+def test_chinchilla_fit_of_the_cube_notes_the_family_below_its_floor(cube):
+    proc = run_cli("fit", "--form", "chinchilla", "--store", cube, "--bootstrap", "20", "--json",
+                   "--out", cube.parent / "fits")
+    assert proc.returncode == 0, proc.stderr
+    by_family = {r["provenance"]["group"]["family"]: r for r in json.loads(proc.stdout)}
+    for family, r in by_family.items():
+        assert r["diagnostics"]["loss_floor"] == pytest.approx(FLOORS[family], rel=1e-9)
+        assert r["diagnostics"]["loss_floor_kind"] == "exact"
+    assert r"below the family's exact loss floor" in by_family["below"]["diagnostics"]["notes"][0]
+    assert by_family["below"]["params"]["E"] == pytest.approx(OFFSETS["below"], abs=0.05)
+    assert "notes" not in by_family["honest"]["diagnostics"]
+
+
+def test_slice_fits_and_compute_optimal_laws_are_noted_too(cube):
+    proc = run_cli("fit", "--form", "powerlaw", "--store", cube, "--bootstrap", "0", "--out", cube.parent / "fits")
+    assert proc.returncode == 0, proc.stderr
+    noted = [block.splitlines()[0] for block in proc.stdout.split("\n\n") if "note: E = " in block]
+    assert noted and all("family=below" in head for head in noted)
+    proc = run_cli("optimal", "--method", "parametric", "--store", cube, "--bootstrap", "0", "--no-figures")
+    assert proc.returncode == 0, proc.stderr
+    reports = {block.split("]")[0]: block for block in proc.stdout.split("compute-optimal [")[1:]}
+    assert set(reports) == {"below-sp", "honest-sp"}, proc.stdout
+    assert "parametric: E_C = " in reports["below-sp"] and "loss floor" in reports["below-sp"]
+    assert "loss floor" not in reports["honest-sp"]
