@@ -85,3 +85,14 @@ def one_line_error(proc):
     assert "Traceback" not in proc.stderr
     assert err.startswith("error:") and len(err.splitlines()) == 1, err
     return err
+
+
+def assert_estimates_inside_intervals(res, laws=("a", "b", "kN", "kD"), tag=None):
+    """A compute-optimal result's laws and first budget's values each lie strictly inside their own interval."""
+    for name in laws:
+        lo, hi = res.intervals[name]
+        assert lo < res[name] < hi, (tag, name)
+    row = res.budgets[0]
+    for name in ("N_opt", "D_opt", "tokens_per_param"):
+        lo, hi = row["intervals"][name]
+        assert lo < row["values"][name] < hi, (tag, name)

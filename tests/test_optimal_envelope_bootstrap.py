@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import assert_estimates_inside_intervals
 from scalingkit.fit.bootstrap import resample_indices
 from scalingkit.optimal import from_cube
 from scalingkit.optimal.envelope import envelope, envelope_points, fitted_on_draws, lower_envelope
@@ -50,13 +51,7 @@ def test_bootstrap_interval_of_a_is_wider_than_ols_and_does_not_shrink_with_dens
     for points, (_, res) in by_points.items():
         assert res.converged, res.failure
         assert res.diagnostics["bootstrap_dropped"] == 0
-        for name in ("a", "b"):
-            lo, hi = res.intervals[name]
-            assert lo < res[name] < hi, (points, name)
-        row = res.budgets[0]
-        for name in ("N_opt", "D_opt", "tokens_per_param"):
-            lo, hi = row["intervals"][name]
-            assert lo < row["values"][name] < hi, (points, name)
+        assert_estimates_inside_intervals(res, ("a", "b"), tag=points)
         boot[points], ols[points] = width(res.intervals["a"]), ols_width_of_a(res)
     assert boot[16] > 0.9 * ols[16]
     assert boot[64] > 1.3 * ols[64]

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import assert_estimates_inside_intervals
 from scalingkit.fit.bootstrap import resample_indices
 from scalingkit.optimal import from_cube
 from scalingkit.optimal.inputs import Inputs
@@ -40,13 +41,7 @@ def test_bootstrap_intervals_contain_the_estimate(cube):
     for res in results:
         assert res.converged, res.failure
         assert res.diagnostics["bootstrap_draws"] == 200 and res.diagnostics["bootstrap_dropped"] == 0
-        for name in ("a", "b", "kN", "kD"):
-            lo, hi = res.intervals[name]
-            assert lo < res[name] < hi, (res.method, name)
-        row = res.budgets[0]
-        for name in ("N_opt", "D_opt", "tokens_per_param"):
-            lo, hi = row["intervals"][name]
-            assert lo < row["values"][name] < hi, (res.method, name)
+        assert_estimates_inside_intervals(res, tag=res.method)
         assert 0.03 < width(res.intervals["a"]) < 0.3
         method = res.diagnostics["interval_method"]
         assert "gamma: bootstrap over runs (200 refits" in method  # gamma refitted on each draw's optima

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import assert_estimates_inside_intervals
 from scalingkit.optimal import from_cube
 from scalingkit.optimal.pipeline import run_methods
 from scalingkit.optimal.result import load_report, save_report
@@ -43,13 +44,7 @@ def test_kernel_intervals_come_from_refits_and_do_not_shrink_with_the_grid(input
         assert res.diagnostics["interval_method"].startswith("gamma: bootstrap over runs")  # refitted per draw
         lo, hi = res.intervals["gamma"]
         assert lo < res["gamma"] < hi, grid
-        for name in ("a", "b", "kN", "kD"):
-            lo, hi = res.intervals[name]
-            assert lo < res[name] < hi, (grid, name)
-        row = res.budgets[0]
-        for name in ("N_opt", "D_opt", "tokens_per_param"):
-            lo, hi = row["intervals"][name]
-            assert lo < row["values"][name] < hi, (grid, name)
+        assert_estimates_inside_intervals(res, tag=grid)
         plain = surrogate(inputs, [BUDGET], kind="kernel", grid=grid, bootstrap=0)
         assert plain["a"] == res["a"] and "OLS t" in plain.diagnostics["interval_method"]
         boot[grid], ols[grid] = width(res.intervals["a"]), width(plain.intervals["a"])
