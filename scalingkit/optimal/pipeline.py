@@ -97,7 +97,8 @@ def run_methods(inputs: Inputs, methods=("all",), budgets=None, workers=None, **
     floor, floor_kind = inputs.source.get("loss_floor", np.nan), inputs.source.get("loss_floor_kind", "unknown")
     for r in results:
         r.provenance = {"label": inputs.label, "data_sha256": prov["data_sha256"], "seed": s["seed"]}
-        if r.converged:
-            r.diagnostics.setdefault("notes", []).extend(offset_notes(r.params, r.intervals, floor, floor_kind))
+        notes = offset_notes(r.params, r.intervals, floor, floor_kind) if r.converged else []
+        if notes:
+            r.diagnostics.setdefault("notes", []).extend(notes)
     return OptimalReport(inputs.label, results, settings=record, provenance=prov)
 
