@@ -56,7 +56,7 @@ class FitCollection:
 
 def _fmt(v) -> str:
     if isinstance(v, float):
-        return "nan" if not math.isfinite(v) else f"{v:.4g}"
+        return "nan" if math.isnan(v) else f"{v:.4g}"  # inf prints as inf, as in fit/base.py
     return str(v)
 
 
