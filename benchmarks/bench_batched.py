@@ -106,6 +106,9 @@ def overhead_share(width: int, batch: int, family, settings: TrainSettings = SET
     a line t = overhead + per_sequence * batch through the two. 1 / (1 - share) is the speed-up that removing that
     fixed part alone would give: a yardstick for the batched step's measured speed-up, not a bound (batched matrix
     products can also do the per-element work a little faster, or slower once it leaves the cache)."""
+    if batch < 2:  # one point cannot separate the fixed cost from the per-sequence work
+        step = fastest_sequential_step(configs(width, 8, 1, settings)[0], family)
+        return {"step_1": step, "step_b": step, "share": float("nan"), "without_fixed": float("nan")}
     one, full = (fastest_sequential_step(configs(width, 8, b, settings)[0], family) for b in (1, batch))
     per_sequence = (full - one) / (batch - 1)
     overhead = max(0.0, one - per_sequence)
