@@ -34,13 +34,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scalingkit import batchplan, engine
-from scalingkit.batched import train_batch
-from scalingkit.batchprobe import fastest_sequential_step, probe
 from scalingkit.config import RunConfig, TrainSettings
-from scalingkit.counts import train_flops_per_token
+from scalingkit.device import resolve_device
 from scalingkit.families import build_family
+from scalingkit.model.counts import train_flops_per_token
 from scalingkit.store import Cell
+from scalingkit.sweep import batching as batchplan
+from scalingkit.train import engine, memory
+from scalingkit.train.batched import train_batch
+from scalingkit.train.probe import fastest_sequential_step, probe
 
 FAMILY = {"kind": "er", "nodes": 256, "edges": 1536, "seed": 0}  # the demo's graph
 SETTINGS = TrainSettings(context=50, batch=32, eval_points=16, eval_sequences=192)  # the demo's [training]
@@ -79,7 +81,7 @@ def auto_choice(cfgs, family) -> tuple[int, float, str]:
         spent.append(result.seconds)
         return result
 
-    device = engine.resolve_device(cfgs[0].settings.device).type
+    device = resolve_device(cfgs[0].settings.device).type
     tasks, (choice,) = batchplan.plan_tasks(items, "auto", 1, device, {"er": family.vocab_size}, decide)
     return max(len(t.cells) for t in tasks), sum(spent), choice.reason
 
@@ -143,9 +145,9 @@ def peak_memory_child(width: int, steps: int, batch: int) -> int:
 def memory(width: int, family, batch: int) -> dict:
     cfg = configs(width, 10, batch)[0]
     vocab = family.vocab_size
-    modelled = K * batchplan.variant_bytes(cfg, vocab, "cpu") + batchplan.fixed_bytes(cfg, vocab, "cpu")
+    modelled = K * memory.variant_bytes(cfg, vocab, "cpu") + memory.fixed_bytes(cfg, vocab, "cpu")
     peak = peak_memory_child(width, 10, batch)
-    available = batchplan.available_bytes("cpu")
+    available = memory.available_bytes("cpu")
     return {"width": width, "measured_mb": peak / 2**20, "modelled_mb": modelled / 2**20,
             "auto_k_memory": batchplan.memory_k(cfg, family.vocab_size, "cpu", 1, available),
             "available_gb": available / 2**30}
@@ -181,7 +183,7 @@ def gpu(args) -> None:
         cfg = configs(width, args.steps, 100, settings)[0]
         flops = K * cfg.steps * 100 * 50 * train_flops_per_token(2, width, family.vocab_size, 50)
         peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
-        modelled = (K * batchplan.variant_bytes(cfg, family.vocab_size, "cuda")) / 2**20
+        modelled = (K * memory.variant_bytes(cfg, family.vocab_size, "cuda")) / 2**20
         print(f"width {width:>5}: sequential {s:7.1f} s  batched {b:7.1f} s (ratio {s / b:5.2f})  auto ratio "
               f"{s / a:5.2f} (chose {r['auto_k']}: {r['auto_reason']})  batched {flops / b / 1e12:6.1f} TFLOP/s "
               f"= {100 * flops / b / 1e12 / args.peak_tflops:4.1f}% of {args.peak_tflops:g}; peak memory "

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scalingkit.engine import Batches, RunConfig, TrainSettings, learning_rate, train
 from scalingkit.families import build_family
-from scalingkit.model import GPTConfig, build_model
+from scalingkit.model.gpt import GPTConfig, build_model
+from scalingkit.train.engine import Batches, RunConfig, TrainSettings, learning_rate, train
 
 FAMILY = {"kind": "er", "nodes": 1000, "edges": 5000, "seed": 0}
 

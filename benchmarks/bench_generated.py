@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from scalingkit.families.generated import ROWS, generate
-from scalingkit.model import GPTConfig, build_model
+from scalingkit.model.gpt import GPTConfig, build_model
 
 VOCAB, WIDTH, CONTEXT = 1024, 64, 50
 N_SEQ = 2 * ROWS

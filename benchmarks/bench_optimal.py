@@ -117,7 +117,7 @@ def timed_pipeline(cube, out_dir):
     from scalingkit.optimal import from_cube, run_methods
     from scalingkit.optimal.pipeline import DEFAULTS
     from scalingkit.optimal.result import OptimalReport
-    from scalingkit.plots_optimal import plot_report
+    from scalingkit.plots.optimal import plot_report
 
     times = {}
     t = time.perf_counter()
@@ -164,7 +164,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--keep", default=None, help="build the cube here and keep it (default: a temporary directory)")
     args = ap.parse_args()
-    from scalingkit.optimal.synthetic import chinchilla_cube
+    from scalingkit.run.synthetic import chinchilla_cube
 
     tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_optimal_"))
     cube = tmp / "store" / "cube.zarr"
@@ -175,7 +175,7 @@ def main():
               f"(truth a = {law.a:.3f}, gamma = {law.gamma:.4f})")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
 
-    cmd = [sys.executable, "-m", "scalingkit.cli", "optimal", "--method", "all", "--store", str(cube),
+    cmd = [sys.executable, "-m", "scalingkit.cli.main", "optimal", "--method", "all", "--store", str(cube),
            "--out", str(tmp / "cli")] + [x for b in BUDGETS for x in ("--budget", b)]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)

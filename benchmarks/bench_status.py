@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from scalingkit import plan, store, sweep
+from scalingkit import store
+from scalingkit.sweep import plan
+from scalingkit.sweep import spec as sweep
 
 SWEEP = """
 name = "bench10k"
@@ -53,12 +55,12 @@ def main():
     times = []
     for _ in range(3):
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "scalingkit.cli", "status", "--store", str(path)],
+        proc = subprocess.run([sys.executable, "-m", "scalingkit.cli.main", "status", "--store", str(path)],
                               capture_output=True, text=True)
         times.append(time.perf_counter() - t)
         assert proc.returncode == 0 and "done: 10,000" in proc.stdout, proc.stdout + proc.stderr
     t = time.perf_counter()
-    summary = __import__("scalingkit.report", fromlist=["x"]).status_summary(path)
+    summary = __import__("scalingkit.cli.tables", fromlist=["x"]).status_summary(path)
     lib = time.perf_counter() - t
     assert summary["by_status"]["done"] == 10_000
 

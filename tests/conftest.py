@@ -13,7 +13,7 @@ import torch
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
-SCALINGKIT = [sys.executable, "-m", "scalingkit.cli"]
+SCALINGKIT = [sys.executable, "-m", "scalingkit.cli.main"]
 
 
 def tiny_sweep_text(name="tiny", widths=(16, 32), tokens=(6400, 12800), lrs=(1e-2,), seeds=(0,), extra_training=""):

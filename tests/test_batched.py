@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from scalingkit import batched, engine
-from scalingkit.batched import train_batch
-from scalingkit.engine import RunConfig, TrainSettings, train
 from scalingkit.families import build_family
-from scalingkit.model import GPTConfig, build_model
-from scalingkit.stacked import StackedGPT
+from scalingkit.model.gpt import GPTConfig, build_model
+from scalingkit.train import batched, engine
+from scalingkit.train.batched import train_batch
+from scalingkit.train.engine import RunConfig, TrainSettings, train
+from scalingkit.train.stacked import StackedGPT
 
 ER = {"kind": "er", "nodes": 64, "edges": 256, "seed": 1}
 SETTINGS = TrainSettings(batch=16, context=20, eval_points=8, eval_sequences=48)

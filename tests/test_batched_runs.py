@@ -12,8 +12,12 @@ import pytest
 import zarr
 
 from conftest import REPO, SCALINGKIT, one_line_error, run_cli, tiny_sweep_text
-from scalingkit import batchplan, runner, store, sweep
-from scalingkit.batchprobe import Probe
+from scalingkit import store
+from scalingkit.run import runner
+from scalingkit.sweep import batching as batchplan
+from scalingkit.sweep import spec as sweep
+from scalingkit.train import memory
+from scalingkit.train.probe import Probe
 
 RUN_VARS = ("status", "config_hash", "step", "tokens", "lr_now", "tokens_trained", "flops_6nd", "flops_exact",
             "message")
@@ -151,8 +155,8 @@ def test_auto_does_not_probe_shapes_with_little_work():
 
 def test_batch_size_is_bounded_by_memory():
     items = _items(n_lrs=14, width=64)
-    per_variant = batchplan.variant_bytes(items[0][1], 64, "cpu")
-    fixed = batchplan.fixed_bytes(items[0][1], 64)
+    per_variant = memory.variant_bytes(items[0][1], 64, "cpu")
+    fixed = memory.fixed_bytes(items[0][1], 64)
     available = int((fixed + 5.5 * per_variant) / batchplan.MEMORY_SHARE["cpu"])
     tasks, (choice,) = _plan(items, 14, available=available)
     assert choice.memory_k == 5 and max(len(t.cells) for t in tasks) == 5
@@ -166,14 +170,14 @@ def test_memory_bound_counts_the_evaluation_chunk():
     config = _items(n_lrs=2)[0][1]
     gpt2 = 50_257
     chunk = 2 * 4 * 64 * config.settings.context * gpt2
-    assert batchplan.fixed_bytes(config, gpt2, "cpu") >= chunk
+    assert memory.fixed_bytes(config, gpt2, "cpu") >= chunk
     available = int(0.9 * chunk / batchplan.MEMORY_SHARE["cpu"])
     assert batchplan.memory_k(config, gpt2, "cpu", 1, available) == 1
     roomy = 40 * chunk
     assert batchplan.memory_k(config, gpt2, "cpu", 1, roomy) > 1
     # the evaluation's forward pass is part of each variant's share (it set the measured peak at small batches)
     small = _items(n_lrs=2)[0][1]
-    assert batchplan.variant_bytes(small, 256, "cpu") > 4 * 64 * small.settings.context * 20 * small.d_model
+    assert memory.variant_bytes(small, 256, "cpu") > 4 * 64 * small.settings.context * 20 * small.d_model
 
 
 def test_batches_are_split_so_no_worker_idles():

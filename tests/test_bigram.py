@@ -146,7 +146,7 @@ class SampledOnly:
 
 
 def test_rank_figure_exact_and_sampled(small, tmp_path):
-    from scalingkit.plots_families import plot_ranks, rank_data
+    from scalingkit.plots.ranks import plot_ranks, rank_data
 
     uni, bi = rank_data(small)
     assert uni.sum() == pytest.approx(1.0) and bi.sum() == pytest.approx(1.0)

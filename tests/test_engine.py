@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from scalingkit.engine import RunConfig, TrainSettings, eval_steps, learning_rate, run_facts, train
 from scalingkit.families import build_family
+from scalingkit.train.engine import RunConfig, TrainSettings, eval_steps, learning_rate, run_facts, train
 
 ER = {"kind": "er", "nodes": 64, "edges": 256, "seed": 1}
 SETTINGS = TrainSettings(batch=16, context=20, eval_points=8, eval_sequences=64)

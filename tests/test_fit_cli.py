@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import one_line_error, run_cli, tiny_sweep_text
-from scalingkit import cli
+from scalingkit.cli import main as cli
 
 EPOCH_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chinchilla_epoch.csv"
 needs_epoch = pytest.mark.skipif(not EPOCH_CSV.is_file(), reason=f"reference table {EPOCH_CSV} is absent")
@@ -89,7 +89,9 @@ def test_failed_fit_exits_non_zero_without_printing_estimates(grid_csv, tmp_path
 @pytest.fixture
 def cube(tmp_path):
     """A real cube whose finished runs carry losses from a known Chinchilla law (no training needed)."""
-    from scalingkit import plan, store, sweep
+    from scalingkit import store
+    from scalingkit.sweep import plan
+    from scalingkit.sweep import spec as sweep
 
     text = tiny_sweep_text(widths=(16, 32, 48, 64), tokens=(3200, 6400, 12800, 25600), lrs=(1e-2, 3e-2))
     sw = sweep.from_table(tomllib.loads(text))

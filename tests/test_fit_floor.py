@@ -6,7 +6,7 @@ import pytest
 from conftest import run_cli
 from scalingkit.families import build_family
 from scalingkit.fit.floor import offset_notes
-from scalingkit.optimal.synthetic import Law, chinchilla_cube
+from scalingkit.run.synthetic import Law, chinchilla_cube
 
 WIDTHS = (16, 24, 32, 48, 64)
 TOKENS = (100_000, 200_000, 400_000, 800_000, 1_600_000)

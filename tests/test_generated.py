@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import write_random_words
 
+from conftest import write_random_words
 from scalingkit.errors import UserError
 from scalingkit.families import build_family
 from scalingkit.families.generated import PrefixDecoder, build_generated
-from scalingkit.model import GPTConfig, build_model
+from scalingkit.model.gpt import GPTConfig, build_model
 
 CONTEXT = 16
 
@@ -90,8 +90,10 @@ def test_bad_keys_are_user_errors_naming_the_key(words, bad, key):
 
 
 def test_cube_records_the_estimated_entropy_for_the_exponent_figure(words, tmp_path):
-    from scalingkit import plan, store, sweep
+    from scalingkit import store
     from scalingkit.store import family_entropy
+    from scalingkit.sweep import plan
+    from scalingkit.sweep import spec as sweep
 
     table = {"name": "gen", "families": {"t1l": tiny(words)},
              "grid": {"widths": [16], "tokens": [1_600], "lrs": [0.01], "seeds": [0]},

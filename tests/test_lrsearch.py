@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import one_line_error, run_cli, tiny_sweep_text
-from scalingkit import lrsearch, plan, runner, store, sweep
+from scalingkit import store
+from scalingkit.run import runner
+from scalingkit.sweep import lrsearch, plan
+from scalingkit.sweep import spec as sweep
 
 GRID = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 

@@ -3,8 +3,16 @@ import pytest
 import torch
 
 from scalingkit.errors import UserError
-from scalingkit.model import (GPT, GPTConfig, apply_rotary, build_model, nonembedding_params, rotary_tables,
-                              total_params, train_flops_per_token)
+from scalingkit.model.gpt import (
+    GPT,
+    GPTConfig,
+    apply_rotary,
+    build_model,
+    nonembedding_params,
+    rotary_tables,
+    total_params,
+    train_flops_per_token,
+)
 
 
 @pytest.mark.parametrize("n_layer,width,vocab", [(1, 16, 10), (2, 32, 200), (2, 128, 1000), (4, 256, 50257)])

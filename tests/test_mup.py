@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from scalingkit.coordcheck import coordinate_check
-from scalingkit.model import GPTConfig, build_model
+from scalingkit.model.coordcheck import coordinate_check
+from scalingkit.model.gpt import GPTConfig, build_model
 
 WIDTHS = (64, 128, 256, 512)
 

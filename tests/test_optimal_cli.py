@@ -12,7 +12,7 @@ import pytest
 
 from conftest import one_line_error, run_cli
 from scalingkit.optimal import load_report
-from scalingkit.optimal.synthetic import chinchilla_cube
+from scalingkit.run.synthetic import chinchilla_cube
 
 FAST = ["--bootstrap", "10", "--grid", "30", "--mlp-epochs", "100", "--mlp-hidden", "16"]
 METHODS = ("envelope", "isoflop-parabola", "isoflop-akima", "parametric", "surrogate-mlp", "surrogate-kernel")

@@ -10,7 +10,7 @@ from scalingkit.optimal.envelope import lower_envelope
 from scalingkit.optimal.inputs import Inputs
 from scalingkit.optimal.isoflop import fit_profile, interpolated_slices, isoflop, merge_close
 from scalingkit.optimal.surrogate import minimise_along_compute
-from scalingkit.optimal.synthetic import Law
+from scalingkit.run.synthetic import Law
 
 
 def test_lower_envelope_matches_brute_force():

@@ -1,6 +1,6 @@
 """The envelope's intervals of a, b and N_opt come from a bootstrap over runs, not OLS on correlated points.
 
-Two real cubes of the same synthetic sweep (scalingkit.optimal.synthetic, noise seed 0): 10 widths x 8 token
+Two real cubes of the same synthetic sweep (scalingkit.run.synthetic, noise seed 0): 10 widths x 8 token
 budgets x 2 learning rates, each curve logged at 16 or at 64 points. Denser logging puts more points on the
 envelope (about 150 against 210) but no new runs, so an honest interval should not narrow; OLS treats every
 point as independent and does.
@@ -15,7 +15,7 @@ from scalingkit.optimal import from_cube
 from scalingkit.optimal.envelope import envelope, envelope_points, fitted_on_draws, lower_envelope
 from scalingkit.optimal.inputs import Inputs
 from scalingkit.optimal.laws import fit_line
-from scalingkit.optimal.synthetic import chinchilla_cube
+from scalingkit.run.synthetic import chinchilla_cube
 
 BUDGET = 1e13
 

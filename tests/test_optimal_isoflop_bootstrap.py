@@ -1,6 +1,6 @@
 """IsoFLOP intervals of a, b, kN, kD and N_opt come from a bootstrap over runs, not OLS on the profile optima.
 
-A real cube of the synthetic sweep (scalingkit.optimal.synthetic, noise seed 0: 10 widths x 8 token budgets x 2
+A real cube of the synthetic sweep (scalingkit.run.synthetic, noise seed 0: 10 widths x 8 token budgets x 2
 learning rates, 80 cells in the final-point table, 8 interpolated slices of which 6 or 7 are accepted). Each
 draw resamples the table's rows, rebuilds the slices with the same settings and refits the profiles and lines.
 """
@@ -13,7 +13,7 @@ from scalingkit.fit.bootstrap import resample_indices
 from scalingkit.optimal import from_cube
 from scalingkit.optimal.inputs import Inputs
 from scalingkit.optimal.isoflop import bootstrap_optima, isoflop
-from scalingkit.optimal.synthetic import chinchilla_cube
+from scalingkit.run.synthetic import chinchilla_cube
 
 BUDGET = 1e13
 KINDS = ("parabola", "akima")

@@ -1,6 +1,6 @@
 """Every compute-optimal method recovers a and b of a known Chinchilla law from a real cube of synthetic runs.
 
-The cube (scalingkit.optimal.synthetic) is planned like a real sweep, 10 widths x 8 token budgets x 2 learning
+The cube (scalingkit.run.synthetic) is planned like a real sweep, 10 widths x 8 token budgets x 2 learning
 rates, 16 logged points per curve, and written through RunWriter; each point is the law at (N, tokens so far)
 with 0.5% Gaussian noise, and the worse learning rate adds a penalty so the best over learning rates is the law.
 Truth: alpha = 0.5, beta = 0.3, so a = 0.375, b = 0.625, gamma = 0.1875.
@@ -19,7 +19,7 @@ import pytest
 from scalingkit.optimal import from_cube, load_report, run_methods, save_report
 from scalingkit.optimal.envelope import envelope
 from scalingkit.optimal.isoflop import isoflop
-from scalingkit.optimal.synthetic import chinchilla_cube
+from scalingkit.run.synthetic import chinchilla_cube
 
 SETTINGS = {"bootstrap": 30, "grid": 50, "mlp": {"hidden": 64, "max_epochs": 600}}
 # method: (tolerance on a and b, largest error over 14 seeds)

@@ -13,7 +13,7 @@ from scalingkit.optimal import from_cube
 from scalingkit.optimal.pipeline import run_methods
 from scalingkit.optimal.result import load_report, save_report
 from scalingkit.optimal.surrogate import surrogate
-from scalingkit.optimal.synthetic import chinchilla_cube
+from scalingkit.run.synthetic import chinchilla_cube
 
 BUDGET = 1e13
 
@@ -54,7 +54,7 @@ def test_kernel_intervals_come_from_refits_and_do_not_shrink_with_the_grid(input
 
 
 def test_mlp_reports_no_line_intervals_and_says_why(inputs, tmp_path):
-    from scalingkit.plots_optimal import plot_allocation
+    from scalingkit.plots.optimal import plot_allocation
 
     report = run_methods(inputs, ["surrogate"], budgets=[BUDGET], bootstrap=20, grid=30, surrogates=("mlp",),
                          mlp={"hidden": 16, "max_epochs": 100})

@@ -1,5 +1,5 @@
 """Fig. 2 (right): fitted exponents against each family's entropy, from a real cube of two families whose runs
-follow known laws (optimal/synthetic.py writes them through the store's RunWriter, as the workers do)."""
+follow known laws (run/synthetic.py writes them through the store's RunWriter, as the workers do)."""
 import json
 
 import matplotlib.image
@@ -8,8 +8,8 @@ import pytest
 
 from conftest import run_cli
 from scalingkit.families import build_family
-from scalingkit.optimal.synthetic import Law, chinchilla_cube
-from scalingkit.plots_exponents import ExponentPoint, exponent_points, figure_notes, plot_exponents
+from scalingkit.plots.exponents import ExponentPoint, exponent_points, figure_notes, plot_exponents
+from scalingkit.run.synthetic import Law, chinchilla_cube
 
 WIDTHS = (16, 24, 32, 48, 64)
 TOKENS = (100_000, 200_000, 400_000, 800_000, 1_600_000)

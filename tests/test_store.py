@@ -6,10 +6,12 @@ import pytest
 import xarray as xr
 
 from conftest import tiny_sweep_text
-from scalingkit import plan, store, sweep
-from scalingkit.engine import RunResult
+from scalingkit import store
 from scalingkit.errors import StoreError
 from scalingkit.store import Cell, RunWriter
+from scalingkit.sweep import plan
+from scalingkit.sweep import spec as sweep
+from scalingkit.train.engine import RunResult
 
 
 def make_store(tmp_path, text=None):

@@ -1,14 +1,14 @@
 """The natural-text family: one epoch of windows without repeats, the held-out split, clear errors."""
 import numpy as np
 import pytest
-from conftest import write_random_words
 
+from conftest import write_random_words
 from scalingkit.config import TrainSettings
-from scalingkit.engine import held_out_set
 from scalingkit.errors import UserError
 from scalingkit.families import build_family
 from scalingkit.families.shuffle import permute
 from scalingkit.families.text import build_text
+from scalingkit.train.engine import held_out_set
 
 L = 17  # window length (context 16)
 
@@ -162,7 +162,9 @@ def test_plot_leaves_out_a_family_whose_corpus_is_gone_and_says_so(words, tmp_pa
     import shutil
 
     from conftest import run_cli
-    from scalingkit import plan, store, sweep
+    from scalingkit import store
+    from scalingkit.sweep import plan
+    from scalingkit.sweep import spec as sweep
 
     corpus = tmp_path / "corpus"
     shutil.copytree(words, corpus)

@@ -2,6 +2,9 @@
 
 KINDS maps the table's "kind" to a builder(name, spec) -> Family that validates its own keys (UserError naming
 the family and the key). Built families are cached per process: sweeps reuse one family for many runs.
+
+The first stage of the flow: imports the shared modules, and model and train only where the TnL family
+trains its generator GPT; never the store, sweeps, executors, fits or figures.
 """
 from __future__ import annotations
 

@@ -13,24 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 from scalingkit.errors import UserError
+from scalingkit.families import embedded
 
 SUFFIXES = (".txt", ".jsonl", ".parquet")
-
-
-def cache_root() -> Path:
-    """$SCALINGKIT_CACHE, else `.cache` in the source checkout (an editable install), else ~/.cache/scalingkit."""
-    if os.environ.get("SCALINGKIT_CACHE"):
-        return Path(os.environ["SCALINGKIT_CACHE"])
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "setup.cfg").exists():
-        return checkout / ".cache"
-    return Path.home() / ".cache" / "scalingkit"
 
 
 @dataclass(frozen=True)
@@ -55,9 +45,10 @@ def is_held_out(doc_id: str, fraction: float) -> bool:
 def open_corpus(source: str, text_field: str = "text") -> Corpus:
     """The corpus a sweep names: "embedded" or a path (a file or a folder of .txt / .jsonl / .parquet)."""
     if source == "embedded":
-        from scalingkit.families import embedded
-
-        return embedded.corpus()
+        root = embedded.corpus_dir()
+        manifest = embedded.manifest(root)
+        return Corpus("embedded", manifest["fingerprint"], sum(manifest["sizes"].values()),
+                      lambda: embedded.documents(root))
     path = Path(source).expanduser()
     if not path.exists():
         raise UserError(f"corpus {source!r}: no such file or folder (use \"embedded\" for the default corpus)")

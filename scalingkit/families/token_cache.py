@@ -25,7 +25,8 @@ import numpy as np
 from filelock import FileLock
 from tqdm.auto import tqdm
 
-from scalingkit.families.corpus import Corpus, cache_root, is_held_out
+from scalingkit.families.cache import cache_root
+from scalingkit.families.corpus import Corpus, is_held_out
 from scalingkit.families.tokenizers import Tokenizer
 
 FORMAT = 1

@@ -1,5 +1,9 @@
 """Scaling-law fits: 1-d power laws and their exponential alternative, the Chinchilla and Kaplan 2-d forms,
-surrogates, bootstrap uncertainty, and results that save and load. Never imports torch.
+surrogates, bootstrap uncertainty, and results that save and load.
+
+A fit runs on plain arrays (the cube, a CSV of published runs, anything with N, D and loss), so this stage
+imports nothing of scalingkit but the shared modules (errors, progress): not the store, not the training side.
+Never imports torch at module level (the MLP surrogate imports it inside `fit`).
 
     from scalingkit.fit import Chinchilla, PowerLaw, fit_slices, load_result
     res = Chinchilla(bootstrap=4000, seed=0).fit(N, D, loss)     # or .fit(df) with columns N, D, loss
@@ -8,8 +12,8 @@ surrogates, bootstrap uncertainty, and results that save and load. Never imports
 Forms are imported on first use (``scalingkit.fit.Chinchilla`` works, so does ``get_form("kaplan")``).
 """
 from scalingkit.fit.base import Estimator, FitResult, register_form
-from scalingkit.fit.forms import FORMS
-from scalingkit.fit.forms import estimator_class as get_form
+from scalingkit.fit.registry import FORMS
+from scalingkit.fit.registry import estimator_class as get_form
 
 _LAZY = {
     "PowerLaw": "scalingkit.fit.powerlaw",

@@ -23,17 +23,9 @@ from typing import Any, Callable
 import numpy as np
 
 from scalingkit.errors import UserError
+from scalingkit.fit import registry
 
 _PREDICTORS: dict[str, Callable[..., np.ndarray]] = {}
-# Forms whose predictor lives in a module that may not be imported yet (loaded lazily by `predict`).
-_LAZY_MODULES = {
-    "powerlaw": "scalingkit.fit.powerlaw",
-    "exponential": "scalingkit.fit.exponential",
-    "chinchilla": "scalingkit.fit.chinchilla",
-    "kaplan": "scalingkit.fit.kaplan",
-    "mlp": "scalingkit.fit.surrogates",
-    "kernel": "scalingkit.fit.surrogates",
-}
 
 
 def register_form(name: str):
@@ -47,10 +39,8 @@ def register_form(name: str):
 
 
 def predictor(form: str) -> Callable[..., np.ndarray]:
-    if form not in _PREDICTORS and form in _LAZY_MODULES:
-        import importlib
-
-        importlib.import_module(_LAZY_MODULES[form])
+    if form not in _PREDICTORS and form in registry.FORMS:
+        registry.load_module(form)  # a form's module registers its predictor when imported
     try:
         return _PREDICTORS[form]
     except KeyError:

@@ -33,7 +33,7 @@ def get_estimator(form) -> Estimator:
     """An estimator for `form`: an Estimator instance is used as is; a name gets the registered class with its
     default settings (`scalingkit.fit.get_form`)."""
     if isinstance(form, str):
-        from scalingkit.fit.forms import estimator_class
+        from scalingkit.fit.registry import estimator_class
 
         return estimator_class(form)()
     if not callable(getattr(form, "fit", None)):

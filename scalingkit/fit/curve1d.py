@@ -14,14 +14,15 @@ from typing import Callable
 import numpy as np
 from scipy.optimize import least_squares
 
-from scalingkit.fit import bootstrap as bs
 from scalingkit.errors import UserError
+from scalingkit.fit import bootstrap as bs
+from scalingkit.fit import registry
 from scalingkit.fit.base import Estimator, FitResult
 from scalingkit.fit.batchlm import batch_lm
 from scalingkit.fit.huber import mad_delta
+from scalingkit.fit.parallel import map_split
 from scalingkit.fit.provenance import provenance
 from scalingkit.fit.threads import blas_single
-from scalingkit.fit.parallel import map_split
 
 
 @dataclass(frozen=True)
@@ -218,10 +219,7 @@ class Curve1D(Estimator):
         return out
 
     def _compare_alternative(self, diag, x, y):
-        from scalingkit.fit.exponential import Exponential
-        from scalingkit.fit.powerlaw import PowerLaw
-
-        other_cls = Exponential if self.name == "powerlaw" else PowerLaw
+        other_cls = registry.estimator_class("exponential" if self.name == "powerlaw" else "powerlaw")
         other = other_cls(starts=self.settings["starts"], bootstrap=0, window=False, alternative=False,
                           delta=self.settings["delta"]).fit(x, y)
         if other.converged:

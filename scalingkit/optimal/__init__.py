@@ -9,6 +9,9 @@ Methods (one module each): envelope (approach 1), isoflop (approach 2, parabola 
 (approach 3, closed form from the Chinchilla fit) and surrogate (the paper's: MLP and kernel surrogates
 minimised along C = 6ND). laws.py turns compute-optimal points into gamma, a, b with intervals; result.py
 holds the results; inputs.py reads the cube (curves and L(N, D)) or a CSV.
+
+Downstream of the fits: may import fit, store (to read the cube) and the shared modules; never torch at module
+level, never the training side, plots or cli.
 """
 from scalingkit.optimal.inputs import Curves, Inputs, from_csv, from_cube
 from scalingkit.optimal.pipeline import METHODS, run_methods

@@ -5,7 +5,6 @@ executor uses a process pool; a SLURM (submitit) or dask executor implements the
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
@@ -68,30 +67,3 @@ def make_executor(name: str, workers: int):
     if workers < 0:
         raise UserError("--workers must be 0 (in this process) or more")
     return InProcessExecutor() if workers == 0 else LocalExecutor(workers)
-
-
-def threads_per_worker(workers: int) -> int:
-    """Torch threads in each worker: 1 unless SCALINGKIT_THREADS says otherwise.
-
-    Measured on the 2-core machine: with another job on the cores, 2 torch threads ran a width-32 model at 2.2
-    steps/s against 31.6 with 1 thread (spinning intra-op threads fight for the cores); idle, a second thread gains
-    at most ~1.5x at width 128. One thread per worker is never catastrophic, and keeps results bit-identical
-    across machines of different core counts. Use more workers, not more threads, to fill the cores."""
-    value = os.environ.get("SCALINGKIT_THREADS")
-    if value is None:
-        return 1
-    try:
-        return max(1, int(value))
-    except ValueError:
-        raise UserError(f"SCALINGKIT_THREADS must be an integer, got {value!r}") from None
-
-
-def check_device(device: str | None) -> None:
-    """Fail before training, not once per run, when CUDA is asked for on a machine without it."""
-    if device != "cuda":
-        return
-    import torch
-
-    if not torch.cuda.is_available():
-        raise UserError("device cuda was asked for but no CUDA device is available here "
-                        "(use --device cpu to train these runs on the CPU, slowly)")

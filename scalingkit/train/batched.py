@@ -17,13 +17,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from scalingkit.batchplan import CPU_LOGITS_BYTES
 from scalingkit.config import RunConfig
-from scalingkit.engine import (Batches, RunResult, _result, autocast_for, eval_steps, held_out_set, learning_rate,
-                               resolve_device)
-from scalingkit.model import GPTConfig, build_model
-from scalingkit.stacked import StackedGPT
-from scalingkit.stacked_adamw import StackedAdamW, clip_grad_norms
+from scalingkit.device import resolve_device
+from scalingkit.model.gpt import GPTConfig, build_model
+from scalingkit.train.engine import Batches, RunResult, _result, autocast_for, eval_steps, held_out_set, learning_rate
+from scalingkit.train.memory import CPU_LOGITS_BYTES
+from scalingkit.train.stacked import StackedGPT
+from scalingkit.train.stacked_adamw import StackedAdamW, clip_grad_norms
 
 
 def check_batchable(cfgs: list[RunConfig]) -> None:

@@ -129,7 +129,7 @@ def fit(form, family, param, n_convention, store_path, csv_path, n_col, d_col, c
         --n-col "Model Size" --c-col "Training FLOP" --loss-col loss --drop-top 5
     """
     from scalingkit.fit import table
-    from scalingkit.fit.forms import ONE_D, estimator_class
+    from scalingkit.fit.registry import ONE_D, estimator_class
     from scalingkit.fit.results import default_out_dir
 
     cls = estimator_class(form)  # before reading data: an unavailable form fails fast
@@ -174,8 +174,8 @@ def compare(forms, splits, family, param, n_convention, store_path, csv_path, n_
     """Put 2-d forms side by side: mean train and validation MSE over random 80/20 splits."""
     from scalingkit.errors import UserError
     from scalingkit.fit import table
-    from scalingkit.fit.forms import ONE_D, check_form
     from scalingkit.fit.provenance import data_hash, package_versions
+    from scalingkit.fit.registry import ONE_D, check_form
     from scalingkit.fit.results import default_out_dir, save_document
 
     names = [f.strip() for f in forms.split(",") if f.strip()]

@@ -1,4 +1,4 @@
-"""`scalingkit train`, `status` and `table`: thin wrappers over runner, report and store."""
+"""`scalingkit train`, `status` and `table`: thin wrappers over runner, tables and store."""
 from __future__ import annotations
 
 import json
@@ -31,8 +31,10 @@ def train(sweep_file, fill_missing, store_path, workers, executor, device, retry
 
     Without SWEEP_FILE, the sweeps the store was filled from are re-planned.
     """
-    from scalingkit import progress, runner, sweep
+    from scalingkit import progress
     from scalingkit.errors import UserError
+    from scalingkit.run import runner
+    from scalingkit.sweep import spec as sweep
 
     if no_progress:  # first: loading a sweep builds its families (tokenising, generators), here and in the workers
         progress.disable()
@@ -46,7 +48,7 @@ def train(sweep_file, fill_missing, store_path, workers, executor, device, retry
         if batch_variants < 1:
             raise UserError("--batch-variants must be auto or a whole number >= 1")
     sw = sweep.load(sweep_file) if sweep_file else None
-    from scalingkit.executors import check_device
+    from scalingkit.device import check_device
 
     check_device(device or (sw.settings.device if sw else None))
     report = runner.fill_missing(store_path, sw, workers=workers, executor=executor, retry_failed=retry_failed,
@@ -65,10 +67,10 @@ def train(sweep_file, fill_missing, store_path, workers, executor, device, retry
                    "learning rate is bracketed (reads every finished run's loss; sweeps with [lr_search] always show).")
 def status(store_path, as_json, brackets):
     """What is done, missing, diverged or failed, how much compute is left, and where the best learning rates stand."""
-    from scalingkit import report
+    from scalingkit.cli import tables
 
-    summary = report.status_summary(store_path, brackets=brackets)
-    click.echo(json.dumps(summary, indent=2) if as_json else report.format_status(summary))
+    summary = tables.status_summary(store_path, brackets=brackets)
+    click.echo(json.dumps(summary, indent=2) if as_json else tables.format_status(summary))
 
 
 @click.command()
@@ -77,9 +79,9 @@ def status(store_path, as_json, brackets):
               help="Count embedding parameters in N or not.")
 def table(store_path, n_convention):
     """Print L(N, D): the best final evaluation loss over learning rates and seeds."""
-    from scalingkit import report
+    from scalingkit.cli import tables
 
-    click.echo(report.format_loss_table(store_path, n_convention))
+    click.echo(tables.format_loss_table(store_path, n_convention))
 
 
 COMMANDS = [train, status, table]
@@ -101,20 +103,20 @@ def plot(store_path, out_dir, n_convention, no_ranks):
     """
     from pathlib import Path
 
-    from scalingkit import plots, plots_exponents
+    from scalingkit.plots import curves, exponents
 
     out = Path(out_dir) if out_dir else Path(store_path).parent / "figures"
-    for file in plots.plot_cube(store_path, out, n_convention):
+    for file in curves.plot_cube(store_path, out, n_convention):
         click.echo(f"wrote {file}")
     if not no_ranks:
-        from scalingkit import plots_families
+        from scalingkit.plots import ranks
 
-        file, left_out = plots_families.plot_store_ranks(store_path, out / "ranks.png")
+        file, left_out = ranks.plot_store_ranks(store_path, out / "ranks.png")
         for line in left_out:
             click.echo(f"ranks: left out {line}", err=True)
         if file:
             click.echo(f"wrote {file}")
-    files, skipped = plots_exponents.plot_store_exponents(store_path, out, n_convention)
+    files, skipped = exponents.plot_store_exponents(store_path, out, n_convention)
     if files:
         for line in skipped:
             click.echo(f"exponents: no fit for {line}", err=True)
@@ -137,8 +139,8 @@ def coord_check(widths, base_width, steps, lr, out):
     """muP coordinate check: RMS change of every layer's output after a few steps, SP against muP, across widths."""
     from pathlib import Path
 
-    from scalingkit.coordcheck import coordinate_check, plot_coordinate_check
     from scalingkit.errors import UserError
+    from scalingkit.model.coordcheck import coordinate_check, plot_coordinate_check
 
     try:
         ws = [int(w) for w in widths.split(",")]

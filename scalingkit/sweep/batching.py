@@ -3,7 +3,7 @@
 A batch is up to K cells that differ only in learning rate and seed (same family, param, N, D and settings). The
 choice, per shape (`--batch-variants`):
 - an integer K: batches of at most K (1 = every cell alone, as before batching existed);
-- "auto": batches as large as memory allows, kept only where a short timing probe (batchprobe.py) shows them
+- "auto": batches as large as memory allows, kept only where a short timing probe (train/probe.py) shows them
   faster than training the cells one after another; shapes with too little work left to repay a probe train one
   by one on the CPU and batched on a GPU (where batching small models always pays).
 Everything here is plain data and arithmetic; torch is imported only to probe or to ask a GPU for its free memory.
@@ -11,11 +11,10 @@ Everything here is plain data and arithmetic; torch is imported only to probe or
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, replace
 
-from scalingkit.counts import total_params
 from scalingkit.store import Cell
+from scalingkit.train.memory import available_bytes, fixed_bytes, variant_bytes
 
 PROBE_SHARE = 0.05  # probe a shape only if the probe costs at most this share of the shape's remaining work
 MEMORY_SHARE = {"cpu": 0.5, "cuda": 0.7}  # of the memory available now, split among the workers
@@ -43,58 +42,6 @@ class Choice:
 def shape_key(config) -> tuple:
     """What a batch's cells share: everything but learning rate and seed (and D for the probe's cache)."""
     return (config.family, config.param, config.n_layer, config.d_model, config.settings)
-
-
-EVAL_CHUNK_SEQUENCES = 64  # engine.evaluate and batched.evaluate_stack take max(batch, 64) sequences at a time
-CPU_LOGITS_BYTES = 4 << 20  # on the CPU a batch takes its logits a few variants at a time, about this much at once
-
-
-def variant_bytes(config, vocab: int, device: str) -> int:
-    """Modelled memory of one variant in a batch: fp32 weights, gradients and two Adam moments; what the backward
-    pass keeps per training token: ~40 values per layer and width unit, 8 more per width unit, and two per
-    vocabulary entry (the log-softmax kept for the loss's gradient); and the evaluation's forward pass over
-    max(batch, 64) sequences, ~20 values per width unit per token. Against peak memory measured on the CPU
-    (benchmarks/bench_batched.py, K = 14, vocabulary 256): 0.95-1.08x at batch 8 and 16, where the evaluation chunk
-    (2-8x a training batch) sets the peak; 1.24-1.7x at batch 32, widths 16-128 (over: the safe side; without the
-    evaluation term the model fell to half the measured peak at batch 8). On a GPU, where all K variants' logits
-    are taken at once, one more copy of the training logits and the evaluation chunk's logits and log-softmax.
-    bf16 under autocast only makes it smaller."""
-    s = config.settings
-    d, cuda = config.d_model, device == "cuda"
-    tokens = s.batch * s.context
-    weights = 16 * total_params(config.n_layer, config.d_model, vocab)
-    per_token = config.n_layer * 40 * d + 8 * d + (3 if cuda else 2) * vocab
-    per_eval_token = 20 * d + (2 * vocab if cuda else 0)
-    return weights + 4 * tokens * per_token + 4 * eval_tokens(config) * per_eval_token
-
-
-def eval_tokens(config) -> int:
-    s = config.settings
-    return max(s.batch, EVAL_CHUNK_SEQUENCES) * s.context
-
-
-def fixed_bytes(config, vocab: int, device: str = "cpu") -> int:
-    """Memory a batch needs whatever its size: on the CPU the logits chunk in flight and its log-softmax, which is
-    at least one variant's whole evaluation chunk (1.3 GB with the GPT-2 vocabulary at batch <= 64, context 50)."""
-    if device == "cuda":
-        return 0
-    return 2 * max(CPU_LOGITS_BYTES, 4 * eval_tokens(config) * vocab)
-
-
-def available_bytes(device: str) -> int:
-    if device == "cuda":
-        import torch
-
-        free, _ = torch.cuda.mem_get_info()
-        return int(free)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def memory_k(config, vocab: int, device: str, workers: int, available: int) -> int:
@@ -153,7 +100,7 @@ def plan_tasks(todo: list[tuple], batch_variants, workers: int, device: str, voc
 
 
 def _auto(sample: list[tuple], shape_groups: list[list[tuple]], k: int, device: str, decide) -> tuple[int, str]:
-    from scalingkit.batchprobe import probe_cost_steps
+    from scalingkit.train.probe import probe_cost_steps
 
     work = sum(item[1].steps for items in shape_groups for item in items)
     if decide is None or work * PROBE_SHARE < probe_cost_steps(k):

@@ -4,7 +4,7 @@ Exact where a family knows its law: Markov-chain walks (graphs, language bigrams
 and pi(u) P(u, v); the text family gives its corpus's frequencies. Any other family (e.g. text sampled from a
 trained transformer) is measured on `n_tokens` tokens of its own sequences. matplotlib's Agg backend; files only.
 
-    python -m scalingkit.plots_families [STORE] [OUT.png]     # every family of a store (default store/cube.zarr)
+    python -m scalingkit.plots.ranks [STORE] [OUT.png]     # every family of a store (default store/cube.zarr)
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def rank_data(family, n_tokens: int = 1_000_000, seed: int = 0) -> tuple[np.ndar
 
 def plot_ranks(families: dict, path, n_tokens: int = 1_000_000) -> Path:
     """Two panels (unigrams, bigrams), log-log, one line per family (label -> Family). Returns the file."""
-    from scalingkit.plots import _pyplot, save_figure
+    from scalingkit.plots.curves import _pyplot, save_figure
 
     plt = _pyplot()
 

@@ -6,9 +6,11 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from scalingkit import batchplan, plan, store
-from scalingkit.executors import make_executor, threads_per_worker
-from scalingkit.worker import Outcome, run_batch, run_cell
+from scalingkit import store
+from scalingkit.device import threads_per_worker
+from scalingkit.run.executors import make_executor
+from scalingkit.run.worker import Outcome, run_batch, run_cell
+from scalingkit.sweep import batching, plan
 
 
 @dataclass
@@ -84,7 +86,7 @@ def _tasks(store_path, todo, workers, device, batch_variants, decide, echo, told
         items.append((cell, config, sw.families[cell.family]))
     threads = threads_per_worker(workers)
     vocab = {f: int(spec["vocab_size"]) for f, spec in store.attrs(store_path).get("families", {}).items()}
-    planned, choices = batchplan.plan_tasks(items, batch_variants, workers, _device_kind(items, batch_variants),
+    planned, choices = batching.plan_tasks(items, batch_variants, workers, _device_kind(items, batch_variants),
                                             vocab, decide)
     for choice in choices:
         how = "one by one" if choice.k == 1 else f"batches of up to {choice.k}"
@@ -111,19 +113,19 @@ def _device_kind(items, batch_variants) -> str:
 
 
 class _Prober:
-    """batchplan's `decide`: a timing probe per shape, run in this process with the workers' thread count, kept for
+    """batching's `decide`: a timing probe per shape, run in this process with the workers' thread count, kept for
     the rest of this call (later rounds of a learning-rate search reuse the verdict, whatever their batch size)."""
 
     def __init__(self, threads: int):
         self.threads, self.cache = threads, {}
 
     def __call__(self, items: list[tuple], k: int):
-        key = batchplan.shape_key(items[0][1])
+        key = batching.shape_key(items[0][1])
         if key not in self.cache:
             import torch
 
-            from scalingkit.batchprobe import probe
             from scalingkit.families import build_family
+            from scalingkit.train.probe import probe
 
             before = torch.get_num_threads()
             torch.set_num_threads(self.threads)

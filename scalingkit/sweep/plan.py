@@ -11,9 +11,9 @@ import numpy as np
 
 from scalingkit import store
 from scalingkit.errors import StoreError, UserError
-from scalingkit.counts import total_params
+from scalingkit.model.counts import total_params
 from scalingkit.store import RUN_DIMS, STATUS_CODE, Cell
-from scalingkit.sweep import Sweep, from_table
+from scalingkit.sweep.spec import Sweep, from_table
 
 
 def stored_sweeps(path) -> list[Sweep]:
@@ -49,7 +49,7 @@ def prepare(path, sweep: Sweep) -> dict:
             return {"created": True, "added": coords}
         old = store.attrs(path)
         _check_compatible(path, old, sweep, families)
-        group = store._open_group(path)
+        group = store.open_group(path)
         all_shapes = {int(n): (int(l), int(w)) for n, l, w in
                       zip(group["N"][:], group["n_layer"][:], group["d_model"][:])}
         all_shapes.update(shapes)
@@ -145,7 +145,7 @@ def wanted_block(path, codes, sw: Sweep, idx: list[list[int]]) -> np.ndarray:
 
 def lr_searches(path, codes: np.ndarray, sw: Sweep, idx: list[list[int]]):
     """(wanted mask, Search per (family, param, N, D)) of a sweep with an [lr_search], from the cube's results."""
-    from scalingkit import lrsearch
+    from scalingkit.sweep import lrsearch
 
     if codes is None or path is None:
         raise ValueError(f"sweep {sw.name!r} searches learning rates: planning it needs the status codes and store")
@@ -162,7 +162,7 @@ def final_losses(path, idx: list[list[int]], block: np.ndarray) -> np.ndarray:
     where = np.nonzero(block == STATUS_CODE["done"])
     if where[0].size:
         selection = tuple(np.asarray(idx[a])[where[a]] for a in range(len(idx)))
-        out[where] = store._open_group(path)["final_eval_loss"].get_coordinate_selection(selection)
+        out[where] = store.open_group(path)["final_eval_loss"].get_coordinate_selection(selection)
     return out
 
 
@@ -171,7 +171,7 @@ def lr_optima(path, sweeps: list[Sweep], coords: dict | None = None, codes: np.n
     """Where the best learning rate of every (family, param, N, D) stands: for sweeps with an [lr_search], the
     search's state; with grids=True also for sweeps training the whole grid ('open' while a neighbour of the best is
     unfinished). Rows: sweep, family, param, N, D, state, best_lr, tried (learning rates finished or wanted)."""
-    from scalingkit import lrsearch
+    from scalingkit.sweep import lrsearch
 
     if coords is None or codes is None:
         coords, codes = store.read_status(path)

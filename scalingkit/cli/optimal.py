@@ -101,7 +101,7 @@ def optimal(methods, family, param, store_path, csv_path, n_col, d_col, c_col, l
         reports.append(report)
         click.echo(f"saved {save_report(report, results_dir)}", err=True)
         if not no_figures:
-            from scalingkit.plots_optimal import plot_report
+            from scalingkit.plots.optimal import plot_report
 
             for path in plot_report(report, inputs, figures_dir):
                 click.echo(f"wrote {path}", err=True)

@@ -15,7 +15,7 @@ def coordinate_check(param: str, widths=(64, 128, 256, 512), steps: int = 4, lr:
     import torch
     import torch.nn.functional as F
 
-    from scalingkit.model import GPTConfig, build_model
+    from scalingkit.model.gpt import GPTConfig, build_model
 
     x = torch.randint(0, vocab, (batch, context + 1), generator=torch.Generator().manual_seed(seed))
     out: dict[str, list[float]] = {}

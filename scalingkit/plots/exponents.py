@@ -76,7 +76,7 @@ def exponent_points(store_path, n_convention: str = "total", bootstrap: int = 0,
 
 def plot_exponents(points: list[ExponentPoint], path, skipped: list[str] = ()) -> Path:
     """Two panels, alpha and beta against entropy; error bars are the spread (s.d.) across the fixed variable."""
-    from scalingkit.plots import _pyplot, save_figure
+    from scalingkit.plots.curves import _pyplot, save_figure
 
     plt = _pyplot()
 

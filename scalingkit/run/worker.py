@@ -39,9 +39,9 @@ def run_batch(store_path: str, cells, configs, family_spec: dict, threads: int =
     """Train cells of one shape (differing only in lr and seed) and write each into its own region, exactly as
     run_cell writes a single run. One cell trains with engine.train; several with batched.train_batch. Never
     raises: if the batch fails, every cell's Outcome is 'failed' with the error."""
-    from scalingkit import engine
     from scalingkit.families import build_family
     from scalingkit.store import RunWriter
+    from scalingkit.train import engine
 
     start = time.perf_counter()
     try:
@@ -52,7 +52,7 @@ def run_batch(store_path: str, cells, configs, family_spec: dict, threads: int =
         if len(cells) == 1:
             results = [engine.train(configs[0], family, on_point=lambda r: partial(0, r))]
         else:
-            from scalingkit.batched import train_batch
+            from scalingkit.train.batched import train_batch
 
             results = train_batch(list(configs), family, on_point=partial)
         outcomes = []
@@ -92,7 +92,7 @@ def _write(writer, cell: Cell, config, family, result) -> int:
     """The run's curve and per-run values (never `status`). Returns the tokens trained."""
     from datetime import datetime, timezone
 
-    from scalingkit import engine
+    from scalingkit.train import engine
 
     facts = engine.run_facts(config, family.vocab_size)
     writer.write_curve(cell, result)

@@ -29,11 +29,11 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from scalingkit import lrsearch
 from scalingkit.config import PARAM_NAMES, RunConfig, TrainSettings
-from scalingkit.counts import check_shape, nonembedding_params
 from scalingkit.errors import UserError
+from scalingkit.model.counts import check_shape, nonembedding_params
 from scalingkit.store import Cell
+from scalingkit.sweep import lrsearch
 
 TOP_KEYS = {"name", "description", "families", "grid", "training", "lr_search"}
 GRID_KEYS = {"params": str, "layers": int, "widths": int, "tokens": int, "lrs": float, "seeds": int}

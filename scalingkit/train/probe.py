@@ -49,7 +49,7 @@ def _fastest_step(run) -> float:
 
 def fastest_sequential_step(cfg, family, steps: int = 8) -> float:
     """Seconds of one step of `cfg` trained alone (engine.train), the fastest of `steps`."""
-    from scalingkit import engine
+    from scalingkit.train import engine
 
     return _fastest_step(lambda cb: engine.train(_short(cfg, steps), family, on_point=cb))
 
@@ -57,7 +57,7 @@ def fastest_sequential_step(cfg, family, steps: int = 8) -> float:
 def probe(cfgs: list, family, seq_steps: int = 8, batch_steps: int = 5) -> Probe:
     """Time `cfgs` (one batch's configurations) both ways. Every variant gets the smallest learning rate of the
     batch, so that no variant diverges during the probe and drops out of the stack."""
-    from scalingkit.batched import train_batch
+    from scalingkit.train.batched import train_batch
 
     start = time.perf_counter()
     lr = min(c.lr for c in cfgs)

@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from scalingkit.config import RunConfig, TrainSettings  # noqa: F401 - re-exported for callers
-from scalingkit.counts import total_params, train_flops_per_token
-from scalingkit.model import GPTConfig, build_model
+from scalingkit.device import resolve_device
+from scalingkit.model.counts import total_params, train_flops_per_token
+from scalingkit.model.gpt import GPTConfig, build_model
 
 # Random streams: training walks and the held-out set come from different seed sequences, so no run ever trains on
 # its evaluation data, and every run of a family is evaluated on the same held-out sequences.
@@ -65,12 +66,6 @@ def learning_rate(step: int, total_steps: int, peak: float, warmup_fraction: flo
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total_steps - warmup)
     return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def run_facts(cfg: RunConfig, vocab_size: int) -> dict:

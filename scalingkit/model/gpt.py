@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from scalingkit.config import PARAM_NAMES
-from scalingkit.counts import check_shape, n_heads, nonembedding_params, total_params, train_flops_per_token  # noqa: F401
+from scalingkit.model.counts import check_shape, n_heads, nonembedding_params, total_params, train_flops_per_token  # noqa: F401
 
 
 @dataclass(frozen=True)

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from scalingkit import plan, store
+from scalingkit import store
 from scalingkit.store import RUN_DIMS, STATUS, STATUS_CODE
+from scalingkit.sweep import plan
 
 
 def status_summary(path, brackets: bool = False) -> dict:
     """Counts by status, compute left, and where each (family, param, N, D)'s best learning rate stands: always for
     sweeps that search learning rates, for every sweep with brackets=True (reads the final loss of every done run)."""
     coords, codes = store.read_status(path)
-    group = store._open_group(path)
+    group = store.open_group(path)
     sweeps = plan.stored_sweeps(path)
     planned = plan.planned_mask(coords, sweeps, codes, path)
     n_params = np.asarray(group["n_params"][:], dtype=np.float64)  # (family, N)

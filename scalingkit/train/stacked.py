@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from scalingkit.model import GPT
+from scalingkit.model.gpt import GPT
 
 BLOCK_PARAMS = ("ln_1.weight", "attn.qkv.weight", "attn.proj.weight", "ln_2.weight", "mlp.fc.weight",
                 "mlp.proj.weight")
@@ -33,7 +33,7 @@ def check_template(model: GPT) -> None:
     eps = {m.eps for m in model.modules() if isinstance(m, torch.nn.LayerNorm)}
     if names != want or eps != {1e-5}:
         raise RuntimeError(f"stacked forward does not know the model's parameters {sorted(names ^ want)}: update "
-                           "scalingkit/stacked.py to match model.GPT")
+                           "scalingkit/train/stacked.py to match model.gpt.GPT")
 
 
 class StackedGPT:

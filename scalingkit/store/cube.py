@@ -95,7 +95,7 @@ def _reading(path):
         raise StoreError(f"store {path} is corrupted: {type(exc).__name__}: {exc}") from None
 
 
-def _open_group(path, mode="r"):
+def open_group(path, mode="r"):
     import zarr
 
     path = Path(path)
@@ -122,7 +122,7 @@ def open_cube(path, decode_status: bool = True):
     Equivalent to `xr.open_zarr(path, chunks=None, consolidated=False)` plus those two conveniences."""
     import xarray as xr
 
-    _open_group(path)  # clear errors before xarray's
+    open_group(path)  # clear errors before xarray's
     with _reading(path):
         ds = xr.open_zarr(str(path), chunks=None, consolidated=False)
         ds = ds.sortby([d for d in ("N", "D", "lr", "seed") if ds.sizes[d] > 1])
@@ -134,14 +134,14 @@ def open_cube(path, decode_status: bool = True):
 
 def read_status(path) -> tuple[dict, np.ndarray]:
     """(coordinates, status codes) without xarray: the fast path behind `scalingkit status`."""
-    group = _open_group(path)
+    group = open_group(path)
     with _reading(path):
         coords = {d: group[d][:] for d in RUN_DIMS}
         return coords, np.asarray(group["status"][:])
 
 
 def attrs(path) -> dict:
-    return dict(_open_group(path).attrs)
+    return dict(open_group(path).attrs)
 
 
 # ---------------------------------------------------------------- creating and growing (coordinator only)
@@ -219,7 +219,7 @@ def create(path, coords: dict, n_points: int, shapes: dict, n_params: dict, fami
 def grow(path, coords: dict, shapes: dict, n_params: dict, families: dict) -> dict:
     """Append new labels along run dimensions, keeping every stored run: resizing only rewrites array metadata, and
     since every run dimension is chunked by 1 the existing chunks keep their keys. Returns what was added."""
-    group = _open_group(path, mode="r+")
+    group = open_group(path, mode="r+")
     added = {}
     for dim in RUN_DIMS:
         have = list(group[dim][:])
@@ -258,7 +258,7 @@ def _contains(labels, x) -> bool:
 
 
 def set_attrs(path, **values) -> None:
-    group = _open_group(path, mode="r+")
+    group = open_group(path, mode="r+")
     group.attrs.update(values)
 
 
@@ -269,7 +269,7 @@ class RunWriter:
 
     def __init__(self, path):
         self.path = Path(path)
-        self.group = _open_group(self.path, mode="r+")
+        self.group = open_group(self.path, mode="r+")
         self._index = {d: {self._key(d, x): i for i, x in enumerate(self.group[d][:])} for d in RUN_DIMS}
         self.n_points = self.group["point"].shape[0]
 

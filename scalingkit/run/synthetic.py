@@ -1,7 +1,7 @@
 """Real cubes of synthetic runs drawn from a known Chinchilla law: the ground truth the methods are tested against.
 
 `chinchilla_cube` plans a sweep like a real one (an ER family, a grid of widths x token budgets x learning
-rates) with `scalingkit.plan.prepare`, then writes every run through `scalingkit.store.RunWriter` as the
+rates) with `scalingkit.sweep.plan.prepare`, then writes every run through `scalingkit.store.RunWriter` as the
 workers do, with a curve whose every logged point is the law at (N, tokens so far), a learning-rate penalty
 (so the best over learning rates is the law) and multiplicative Gaussian noise. The law is in the total
 parameter count (the paper's default N), so with n_convention="total" the methods should recover
@@ -82,9 +82,10 @@ def chinchilla_cube(path, law: Law | None = None, *, widths=WIDTHS, tokens=TOKEN
     """Create the cube at `path` and fill it; returns (path, law). `noise` is the relative s.d. of each point;
     each curve's points are log-spaced from first_fraction x D to D. `families`: label -> (family spec, Law) for
     a cube of several families, each following its own law (then the returned law is that dict of laws)."""
-    from scalingkit import plan, sweep
-    from scalingkit.counts import train_flops_per_token
+    from scalingkit.model.counts import train_flops_per_token
     from scalingkit.store import RunWriter, open_cube
+    from scalingkit.sweep import plan
+    from scalingkit.sweep import spec as sweep
 
     specs = {label: spec for label, (spec, _) in families.items()} if families else None
     sw = sweep.from_table(sweep_table(widths, tokens, lrs, points, families=specs))

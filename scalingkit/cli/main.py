@@ -8,6 +8,7 @@ import click
 
 from scalingkit.errors import UserError
 
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="scalingkit")
 def cli():
@@ -16,12 +17,13 @@ def cli():
 
 def _register_subcommands():
     # Each command family lives in its own module; importing them here keeps start-up cheap for --help.
-    from scalingkit import cli_optimal, cli_train
+    from scalingkit.cli import optimal as cli_optimal
+    from scalingkit.cli import train as cli_train
 
     for command in cli_train.COMMANDS + cli_optimal.COMMANDS:
         cli.add_command(command)
     try:
-        from scalingkit import cli_fit
+        from scalingkit.cli import fit as cli_fit
     except ImportError:  # the statistics layer is optional only while it is being written
         return
     for command in cli_fit.COMMANDS:

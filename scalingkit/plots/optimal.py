@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scalingkit.plots import _pyplot
+from scalingkit.plots.curves import _pyplot
 
 COLOURS = {"envelope": "k", "isoflop-parabola": "tab:blue", "isoflop-akima": "tab:cyan", "parametric": "tab:red",
            "surrogate-mlp": "tab:green", "surrogate-kernel": "tab:olive"}
