@@ -21,11 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
 from scalingkit.errors import UserError
 from scalingkit.families.cache import cache_root
@@ -33,6 +35,7 @@ from scalingkit.families.language_spec import check_derived, check_spec
 from scalingkit.families.text import TextFamily
 from scalingkit.families.token_cache import cached, from_settings, token_dtype
 from scalingkit.model.counts import check_shape
+from scalingkit.train.law import TableLaw
 
 FORMAT = 1
 ROWS = 128  # sequences sampled side by side on the CPU (part of the key: it orders the random draws)
@@ -73,12 +76,58 @@ class GeneratedFamily(TextFamily):
                             f"(key 'context' = {self.settings['context']}), the run asks for {length}: set the "
                             f"family's context to the sweep's")
 
+    def next_token_law(self, held_out: np.ndarray, context: int) -> TableLaw:
+        """The generator's own next-token law at temperature 1, at every position of `held_out` (its sequences were
+        drawn from it): log-probabilities computed once per held-out set and cached beside the generator."""
+        self._check_length(held_out.shape[1])
+        folder = cache_root() / "generators" / self.meta["key"]
+        digest = hashlib.sha256(np.ascontiguousarray(held_out, dtype=np.int64).tobytes()).hexdigest()[:24]
+        path = folder / f"law-{digest}.npy"
+        with FileLock(str(path) + ".lock"):
+            logp = _load_law(path, held_out.shape)
+            if logp is None:
+                tmp = path.with_name(path.name + ".tmp.npy")
+                np.save(tmp, generator_log_probs(folder / "model.pt", held_out))
+                os.replace(tmp, path)  # a reader sees the whole table or none
+                logp = _load_law(path, held_out.shape)
+        return TableLaw(logp, floor=float(self.meta["generator"]["entropy"]), floor_kind="estimate")
+
     def spec(self) -> dict:
         base = {k: v for k, v in super().spec().items() if k not in ("train_documents", "held_out_documents")}
         g = self.meta["generator"]
         return {**base, "generator_key": self.meta["key"], "generator_params": g["params"],
                 "generator_train_loss": g["train_loss"], "generator_eval_loss": g["eval_loss"],
                 "loss_floor_estimate": g["entropy"]}
+
+
+def _load_law(path: Path, shape: tuple):
+    """The cached table memory-mapped, or None when it is missing or not the table for `shape` (rebuilt then)."""
+    try:
+        logp = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    return logp if logp.shape[:2] == (shape[0], shape[1] - 1) and logp.dtype == np.float32 else None
+
+
+def generator_log_probs(model_file: Path, seqs: np.ndarray, rows: int = 64) -> np.ndarray:
+    """log P_generator(x_{t+1} | x_0..x_t) for every sequence and position t < context: float32 (n, context, V),
+    computed as the generator sampled (the same device and autocast)."""
+    import torch
+
+    from scalingkit.model.gpt import GPTConfig, build_model
+
+    saved = torch.load(model_file, map_location="cpu", weights_only=True)
+    cfg = GPTConfig(**saved["config"])
+    model, _ = build_model(cfg, "sp", 0)
+    model.load_state_dict(saved["state_dict"])
+    device = _device()
+    model.to(device).eval()
+    out = np.empty((len(seqs), seqs.shape[1] - 1, cfg.vocab_size), dtype=np.float32)
+    with torch.no_grad(), _autocast(device):
+        for start in range(0, len(seqs), rows):
+            x = torch.from_numpy(np.ascontiguousarray(seqs[start:start + rows, :-1])).to(device)
+            out[start:start + len(x)] = torch.log_softmax(model(x).float(), dim=-1).cpu().numpy()
+    return out
 
 
 def _key(settings: dict, corpus_meta: dict, tokenizer_fingerprint: str) -> str:

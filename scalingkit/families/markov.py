@@ -17,6 +17,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
+from scalingkit.train.law import MarkovLaw
+
 
 class Family:
     """What the trainer needs from a data family. Exact quantities are None where a family has none."""
@@ -275,6 +277,10 @@ class MarkovChainFamily(Family):
         restart = np.outer(pi[self._empty & (pi > 0)], self.M[self.M > 0]).ravel()
         joint = np.r_[joint, restart]
         return np.sort(joint[joint > 0])[::-1]
+
+    def next_token_law(self, held_out: np.ndarray, context: int) -> MarkovLaw:
+        """The law every position of any sequence was drawn from: P_eff[previous token] (exact)."""
+        return MarkovLaw(self.P, self.M, self.row_entropy, self.loss_floor(context))
 
     def spec(self) -> dict:
         derived = {

@@ -98,6 +98,9 @@ def _write(writer, cell: Cell, config, family, result) -> int:
     writer.write_curve(cell, result)
     writer.write_run_values(cell, {
         "final_eval_loss": result.final_eval_loss,
+        "final_eval_loss_se": result.final("eval_loss_se"),
+        "final_exact_loss": result.final("exact_loss"),
+        "final_exact_loss_se": result.final("exact_loss_se"),
         "final_train_loss": float(result.train_loss[-1]) if len(result.train_loss) else float("nan"),
         "tokens_trained": facts["tokens_trained"],
         "flops_6nd": facts["flops_6nd"],

@@ -31,12 +31,21 @@ import numpy as np
 
 from scalingkit.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RUN_DIMS = ("family", "param", "N", "D", "lr", "seed")
 STATUS = ("missing", "done", "diverged", "failed")
 STATUS_CODE = {name: code for code, name in enumerate(STATUS)}
-CURVE_VARS = ("step", "tokens", "train_loss", "eval_loss", "lr_now")
-RUN_FLOAT_VARS = ("final_eval_loss", "final_train_loss", "tokens_trained", "flops_6nd", "flops_exact", "wall_seconds")
+# eval_loss is the sampled loss (the held-out sequences' own next tokens); excess_loss the mean KL from the family's
+# true next-token law, exact_loss = loss floor + excess_loss (NaN where the law is unknown: natural text); *_se
+# their standard errors over held-out sequences (exact_loss_se is also the excess's).
+CURVE_VARS = ("step", "tokens", "train_loss", "eval_loss", "lr_now", "eval_loss_se", "excess_loss", "exact_loss",
+              "exact_loss_se")
+RUN_FLOAT_VARS = ("final_eval_loss", "final_train_loss", "tokens_trained", "flops_6nd", "flops_exact", "wall_seconds",
+                  "final_eval_loss_se", "final_exact_loss", "final_exact_loss_se")
+# Schema 2 added the exact-law measurements. A store of schema 1 opens with them NaN; the coordinator adds the
+# (empty) arrays the first time it grows the store, and its runs are never retrained for them.
+ADDED_IN = {2: ("eval_loss_se", "excess_loss", "exact_loss", "exact_loss_se", "final_eval_loss_se",
+                "final_exact_loss", "final_exact_loss_se")}
 RUN_STR_VARS = ("config_hash", "finished_at", "message")
 LABEL_DTYPES = {"family": object, "param": object, "N": np.int64, "D": np.int64, "lr": np.float64, "seed": np.int64}
 
@@ -84,6 +93,12 @@ REQUIRED = (*RUN_DIMS, "point", "status", "n_params", "n_layer", "d_model", *CUR
             *RUN_STR_VARS)
 
 
+def required(version: int) -> tuple:
+    """The arrays a store of schema `version` has."""
+    later = {v for since, names in ADDED_IN.items() if since > version for v in names}
+    return tuple(v for v in REQUIRED if v not in later)
+
+
 @contextmanager
 def _reading(path):
     """Any failure to decode the store (bad JSON, a truncated chunk, a wrong codec) becomes one clear StoreError."""
@@ -104,16 +119,33 @@ def open_group(path, mode="r"):
     with _reading(path):
         group = zarr.open_group(str(path), mode=mode, zarr_format=3)
         version = group.attrs.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise StoreError(f"store {path} has schema version {version!r}; this scalingkit reads {SCHEMA_VERSION}")
+        if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
+            newer = isinstance(version, int) and version > SCHEMA_VERSION
+            raise StoreError(f"store {path} has schema version {version!r}; this scalingkit reads 1 to "
+                             f"{SCHEMA_VERSION}" + (" (upgrade scalingkit)" if newer else ""))
         # look on disk rather than through group listing: zarr lists members concurrently and one bad member
         # leaves pending tasks that print warnings at exit
-        missing = [v for v in REQUIRED if not (path / v / "zarr.json").exists()]
+        missing = [v for v in required(version) if not (path / v / "zarr.json").exists()]
         if missing:
             raise StoreError(f"store {path} is corrupted: missing arrays {', '.join(missing)}")
-        for name in REQUIRED:
+        for name in required(version):
             group[name]  # parses each array's metadata now, not half-way through a command
     return group
+
+
+def upgrade(path) -> bool:
+    """Coordinator only, holding the lock: bring an older store to the current schema by adding the arrays it lacks
+    (empty, so its runs read NaN there) and then the version. Idempotent: an upgrade cut short is finished next time.
+    Returns True when something was added."""
+    group = open_group(path, mode="r+")
+    version = group.attrs["schema_version"]
+    if version == SCHEMA_VERSION:
+        return False
+    run_shape = tuple(group[d].shape[0] for d in RUN_DIMS)
+    absent = [v for v in REQUIRED if not (Path(path) / v / "zarr.json").exists()]
+    _create_run_arrays(group, run_shape, group["point"].shape[0], only=absent)
+    group.attrs["schema_version"] = SCHEMA_VERSION
+    return True
 
 
 def open_cube(path, decode_status: bool = True):
@@ -122,9 +154,12 @@ def open_cube(path, decode_status: bool = True):
     Equivalent to `xr.open_zarr(path, chunks=None, consolidated=False)` plus those two conveniences."""
     import xarray as xr
 
-    open_group(path)  # clear errors before xarray's
+    version = open_group(path).attrs["schema_version"]  # clear errors before xarray's
     with _reading(path):
         ds = xr.open_zarr(str(path), chunks=None, consolidated=False)
+        for name in set(REQUIRED) - set(required(version)):  # an older store: measurements it never made are NaN
+            dims = RUN_DIMS + (("point",) if name in CURVE_VARS else ())
+            ds[name] = (dims, np.full(tuple(ds.sizes[d] for d in dims), np.nan))
         ds = ds.sortby([d for d in ("N", "D", "lr", "seed") if ds.sizes[d] > 1])
         codes = ds["status"].values
     if decode_status:
@@ -163,23 +198,26 @@ def _small_dataset(coords: dict, n_points: int, shapes: dict, n_params: dict, fa
     return xr.Dataset(data, coords=cds)
 
 
-def _create_run_arrays(group, run_shape: tuple, n_points: int) -> None:
+def _create_run_arrays(group, run_shape: tuple, n_points: int, only=None) -> None:
     """The per-run and per-point arrays, created empty through zarr: xarray's writer visits every chunk, which costs
     ~50 s for a 10,000-run cube, while an empty zarr array is only its metadata. The attributes are the ones xarray
     itself writes, so `xr.open_zarr` reads these arrays exactly as if xarray had made them."""
     coords_attr = {"coordinates": "d_model n_layer"}
     nan_attr = {"_FillValue": "AAAAAAAA+H8="}  # xarray's encoding of a float64 NaN fill value
     one_run = (1,) * len(RUN_DIMS)
-    for name in CURVE_VARS:
+    wanted = set(REQUIRED if only is None else only)
+    for name in (v for v in CURVE_VARS if v in wanted):
         group.create_array(name, shape=run_shape + (n_points,), chunks=one_run + (n_points,), dtype="float64",
                            fill_value=np.nan, dimension_names=RUN_DIMS + ("point",),
                            attributes={**coords_attr, **nan_attr})
-    for name in RUN_FLOAT_VARS:
+    for name in (v for v in RUN_FLOAT_VARS if v in wanted):
         group.create_array(name, shape=run_shape, chunks=one_run, dtype="float64", fill_value=np.nan,
                            dimension_names=RUN_DIMS, attributes={**coords_attr, **nan_attr})
-    for name in RUN_STR_VARS:
+    for name in (v for v in RUN_STR_VARS if v in wanted):
         group.create_array(name, shape=run_shape, chunks=one_run, dtype=str, fill_value="",
                            dimension_names=RUN_DIMS, attributes=dict(coords_attr))
+    if "status" not in wanted:
+        return
     group.create_array("status", shape=run_shape, chunks=run_shape, dtype="int8", fill_value=0,
                        dimension_names=RUN_DIMS,
                        attributes={**coords_attr, "flag_values": list(range(len(STATUS))),
@@ -219,6 +257,7 @@ def create(path, coords: dict, n_points: int, shapes: dict, n_params: dict, fami
 def grow(path, coords: dict, shapes: dict, n_params: dict, families: dict) -> dict:
     """Append new labels along run dimensions, keeping every stored run: resizing only rewrites array metadata, and
     since every run dimension is chunked by 1 the existing chunks keep their keys. Returns what was added."""
+    upgrade(path)
     group = open_group(path, mode="r+")
     added = {}
     for dim in RUN_DIMS:
@@ -270,6 +309,9 @@ class RunWriter:
     def __init__(self, path):
         self.path = Path(path)
         self.group = open_group(self.path, mode="r+")
+        if self.group.attrs["schema_version"] != SCHEMA_VERSION:
+            raise StoreError(f"store {path} has schema version {self.group.attrs['schema_version']}: "
+                             "`scalingkit train` upgrades it before writing runs")
         self._index = {d: {self._key(d, x): i for i, x in enumerate(self.group[d][:])} for d in RUN_DIMS}
         self.n_points = self.group["point"].shape[0]
 
@@ -293,9 +335,11 @@ class RunWriter:
         if n > self.n_points:
             raise StoreError(f"run {cell} logged {n} points; the cube holds {self.n_points}")
         for name, values in (("step", result.steps), ("tokens", result.tokens), ("train_loss", result.train_loss),
-                             ("eval_loss", result.eval_loss), ("lr_now", result.lr_now)):
+                             ("eval_loss", result.eval_loss), ("lr_now", result.lr_now),
+                             *((v, getattr(result, v, None)) for v in ADDED_IN[2] if v in CURVE_VARS)):
             row = np.full(self.n_points, np.nan)
-            row[:n] = values
+            if values is not None:  # a result without the exact-law measurements leaves them NaN
+                row[:n] = values
             self.group[name][idx] = row
 
     def write_run_values(self, cell: Cell, values: dict) -> None:

@@ -20,7 +20,9 @@ import torch
 from scalingkit.config import RunConfig
 from scalingkit.device import resolve_device
 from scalingkit.model.gpt import GPTConfig, build_model
-from scalingkit.train.engine import Batches, RunResult, _result, autocast_for, eval_steps, held_out_set, learning_rate
+from scalingkit.train.engine import (Batches, RunResult, _result, autocast_for, eval_chunk, eval_steps, learning_rate,
+                                     new_record, record_point)
+from scalingkit.train.evaluation import HeldOut
 from scalingkit.train.memory import CPU_LOGITS_BYTES
 from scalingkit.train.stacked import StackedGPT
 from scalingkit.train.stacked_adamw import StackedAdamW, clip_grad_norms
@@ -60,21 +62,6 @@ def rows_per_chunk(k: int, tokens: int, vocab: int, device: torch.device) -> int
 
 
 
-@torch.no_grad()
-def evaluate_stack(stack: StackedGPT, seqs: torch.Tensor, batch: int, autocast) -> list[float]:
-    """engine.evaluate for every variant on the shared held-out set (same chunks, so the same sums)."""
-    k, vocab = stack.k, stack.template.cfg.vocab_size
-    totals, count = np.zeros(k), 0
-    for i in range(0, len(seqs), batch):
-        chunk = seqs[i : i + batch]
-        idx = chunk[None, :, :-1].expand(k, -1, -1)
-        per_token = stack.token_losses(idx, chunk[None, :, 1:].expand(k, -1, -1), autocast,
-                                       rows_per_chunk(k, idx[0].numel(), vocab, seqs.device))
-        totals += per_token.sum(1).double().cpu().numpy()
-        count += chunk[:, 1:].numel()
-    return list(totals / count)
-
-
 class _Clock:
     """Charges each interval of the batch's time equally to the variants training during it."""
 
@@ -104,13 +91,13 @@ def train_batch(cfgs: list[RunConfig], family,
     device = resolve_device(s.device)
     stack, optimiser = build_stack(cfgs, family.vocab_size, device)
     autocast = autocast_for(device)
-    eval_seqs = torch.from_numpy(held_out_set(family, s)).to(device)
+    held_out = HeldOut(family, s, device, eval_chunk(s))
     streams = [Batches(family, s.batch, s.context, cfg.seed, device) for cfg in cfgs]
     points = eval_steps(total_steps, s.eval_points)
     tokens_per_step = s.batch * s.context
 
     live = list(range(len(cfgs)))  # indices into cfgs of the variants still in the stack
-    recs = [{"steps": [], "train": [], "eval": [], "lr": []} for _ in cfgs]
+    recs = [new_record() for _ in cfgs]
     ends: list[tuple[str, str] | None] = [None] * len(cfgs)  # (status, message) once a variant is finished
     clock = _Clock(len(cfgs))
     running, since_last, next_point = torch.zeros(len(live), device=device), 0, 0
@@ -153,18 +140,16 @@ def train_batch(cfgs: list[RunConfig], family,
                     break
         if at_point:
             t_eval = time.perf_counter()
-            evals = evaluate_stack(stack, eval_seqs, max(s.batch, 64), autocast)
+            scores = held_out.evaluate_stack(stack, autocast,
+                                             lambda k, tokens, vocab: rows_per_chunk(k, tokens, vocab, device))
             clock.charge_eval(live, time.perf_counter() - t_eval)
             for r, i in enumerate(live):
-                recs[i]["steps"].append(done_steps)
-                recs[i]["train"].append(mean_train[r])
-                recs[i]["eval"].append(evals[r])
-                recs[i]["lr"].append(float(lr_now[r]))
+                record_point(recs[i], done_steps, mean_train[r], float(lr_now[r]), scores[r])
             running, since_last = torch.zeros(len(live), device=device), 0
             next_point += 1
-            bad = [r for r, v in enumerate(evals) if not math.isfinite(v)]
+            bad = [r for r, sc in enumerate(scores) if not math.isfinite(sc.eval_loss)]
             if bad:
-                finish(bad, lambda r: f"evaluation loss became {evals[r]} at step {done_steps}")
+                finish(bad, lambda r: f"evaluation loss became {scores[r].eval_loss} at step {done_steps}")
                 if not live:
                     break
             if on_point is not None:

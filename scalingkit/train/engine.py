@@ -1,8 +1,9 @@
 """One training run, from its configuration to its whole loss curve.
 
 The engine knows nothing about stores or sweeps: it takes a RunConfig and a data family, trains one epoch of fresh
-sequences, evaluates on a fixed held-out set at a fixed log-spaced set of steps, and returns a RunResult. A
-callback sees every evaluated point, so a caller can save partial curves while a long run is going.
+sequences, evaluates on a fixed held-out set at a fixed log-spaced set of steps (the sampled loss, and the exact
+excess loss where the family knows its next-token law: evaluation.py), and returns a RunResult. A callback sees
+every evaluated point, so a caller can save partial curves while a long run is going.
 """
 from __future__ import annotations
 
@@ -20,10 +21,8 @@ from scalingkit.config import RunConfig, TrainSettings  # noqa: F401 - re-export
 from scalingkit.device import resolve_device
 from scalingkit.model.counts import total_params, train_flops_per_token
 from scalingkit.model.gpt import GPTConfig, build_model
-
-# Random streams: training walks and the held-out set come from different seed sequences, so no run ever trains on
-# its evaluation data, and every run of a family is evaluated on the same held-out sequences.
-TRAIN_STREAM, EVAL_STREAM = 1, 2
+from scalingkit.train.memory import EVAL_CHUNK_SEQUENCES
+from scalingkit.train.evaluation import TRAIN_STREAM, HeldOut, Scores, held_out_set  # noqa: F401 - re-exported
 
 
 @dataclass
@@ -32,15 +31,24 @@ class RunResult:
     steps: np.ndarray  # steps at which the curve was evaluated
     tokens: np.ndarray
     train_loss: np.ndarray  # mean training loss over the steps since the previous point
-    eval_loss: np.ndarray
+    eval_loss: np.ndarray  # sampled: cross-entropy of the held-out sequences' own next tokens
     lr_now: np.ndarray
     wall_seconds: float
     message: str = ""
     eval_seconds: float = 0.0  # part of wall_seconds spent on the held-out set
+    eval_loss_se: np.ndarray | None = None  # standard errors over held-out sequences
+    excess_loss: np.ndarray | None = None  # mean KL from the family's true law (nan: law unknown)
+    exact_loss: np.ndarray | None = None  # the family's loss floor + excess_loss
+    exact_loss_se: np.ndarray | None = None  # also the excess's (the floor is a constant)
+
+    def final(self, name: str) -> float:
+        """The last point of curve `name` of a finished run (nan for a run that did not finish, or not measured)."""
+        values = getattr(self, name)
+        return float(values[-1]) if self.status == "done" and values is not None and len(values) else math.nan
 
     @property
     def final_eval_loss(self) -> float:
-        return float(self.eval_loss[-1]) if self.status == "done" and len(self.eval_loss) else math.nan
+        return self.final("eval_loss")
 
 
 def eval_steps(total_steps: int, n_points: int) -> np.ndarray:
@@ -102,25 +110,16 @@ def autocast_for(device: torch.device):
     return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
 
 
-def held_out_set(family, settings: TrainSettings) -> np.ndarray:
-    rng = np.random.default_rng([EVAL_STREAM, int(settings.eval_seed)])
-    # a family with an evaluation split (natural text: held-out documents) says so with eval_sample
-    sample = getattr(family, "eval_sample", family.sample)
-    return sample(settings.eval_sequences, settings.context + 1, rng)
+def new_record() -> dict:
+    """What a run accumulates per evaluated point (engine.train and every variant of batched.train_batch)."""
+    return {"steps": [], "train": [], "lr": [], "scores": []}
 
 
-@torch.no_grad()
-def evaluate(model, seqs: torch.Tensor, batch: int, autocast) -> float:
-    model.eval()
-    total, count = 0.0, 0
-    for i in range(0, len(seqs), batch):
-        chunk = seqs[i : i + batch]
-        with autocast():
-            logits = model(chunk[:, :-1])
-        total += F.cross_entropy(logits.float().flatten(0, 1), chunk[:, 1:].flatten(), reduction="sum").item()
-        count += chunk[:, 1:].numel()
-    model.train()
-    return total / count
+def record_point(rec: dict, step: int, mean_train: float, lr_now: float, scores: Scores) -> None:
+    rec["steps"].append(step)
+    rec["train"].append(mean_train)
+    rec["lr"].append(lr_now)
+    rec["scores"].append(scores)
 
 
 def train(cfg: RunConfig, family, on_point: Callable[[RunResult], None] | None = None) -> RunResult:
@@ -141,12 +140,12 @@ def train(cfg: RunConfig, family, on_point: Callable[[RunResult], None] | None =
     optimiser = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(s.betas), eps=s.eps,
                                   fused=device.type == "cuda")
     autocast = autocast_for(device)
-    eval_seqs = torch.from_numpy(held_out_set(family, s)).to(device)
+    held_out = HeldOut(family, s, device, eval_chunk(s))
     batches = Batches(family, s.batch, s.context, cfg.seed, device)
     points = eval_steps(cfg.steps, s.eval_points)
     tokens_per_step = s.batch * s.context
 
-    rec = {"steps": [], "train": [], "eval": [], "lr": []}
+    rec = new_record()
     running, since_last = torch.zeros((), device=device), 0
     status, message = "done", ""
     start = time.perf_counter()
@@ -174,32 +173,44 @@ def train(cfg: RunConfig, family, on_point: Callable[[RunResult], None] | None =
                 status, message = "diverged", f"training loss became {mean_train} at step {done_steps}"
                 break
         if at_point:
-            rec["steps"].append(done_steps)
-            rec["train"].append(mean_train)
             t_eval = time.perf_counter()
-            rec["eval"].append(evaluate(model, eval_seqs, max(s.batch, 64), autocast))
+            scores = held_out.evaluate(model, autocast)
             eval_seconds += time.perf_counter() - t_eval
-            rec["lr"].append(lr_now)
+            record_point(rec, done_steps, mean_train, lr_now, scores)
             running, since_last = torch.zeros((), device=device), 0
             next_point += 1
-            if not math.isfinite(rec["eval"][-1]):
-                status, message = "diverged", f"evaluation loss became {rec['eval'][-1]} at step {done_steps}"
+            if not math.isfinite(scores.eval_loss):
+                status, message = "diverged", f"evaluation loss became {scores.eval_loss} at step {done_steps}"
                 break
             if on_point is not None:
                 on_point(_result(rec, tokens_per_step, "running", time.perf_counter() - start, "", eval_seconds))
     return _result(rec, tokens_per_step, status, time.perf_counter() - start, message, eval_seconds)
 
 
+def eval_chunk(settings: TrainSettings) -> int:
+    """Held-out sequences evaluated at once (train/memory.py models the memory this takes)."""
+    return max(settings.batch, EVAL_CHUNK_SEQUENCES)
+
+
 def _result(rec: dict, tokens_per_step: int, status: str, wall: float, message: str, eval_s: float) -> RunResult:
     steps = np.asarray(rec["steps"], dtype=np.int64)
+    scores = rec["scores"]
+
+    def column(name: str) -> np.ndarray:
+        return np.array([getattr(sc, name) for sc in scores], dtype=np.float64)
+
     return RunResult(
         status=status,
         steps=steps,
         tokens=(steps * tokens_per_step).astype(np.float64),
         train_loss=np.asarray(rec["train"], dtype=np.float64),
-        eval_loss=np.asarray(rec["eval"], dtype=np.float64),
+        eval_loss=column("eval_loss"),
         lr_now=np.asarray(rec["lr"], dtype=np.float64),
         wall_seconds=wall,
         message=message,
         eval_seconds=eval_s,
+        eval_loss_se=column("eval_loss_se"),
+        excess_loss=column("excess_loss"),
+        exact_loss=column("exact_loss"),
+        exact_loss_se=column("excess_loss_se"),
     )

@@ -9,7 +9,7 @@ import os
 
 from scalingkit.model.counts import total_params
 
-EVAL_CHUNK_SEQUENCES = 64  # engine.evaluate and batched.evaluate_stack take max(batch, 64) sequences at a time
+EVAL_CHUNK_SEQUENCES = 64  # the held-out set is evaluated max(batch, 64) sequences at a time (engine.eval_chunk)
 CPU_LOGITS_BYTES = 4 << 20  # on the CPU a batch takes its logits a few variants at a time, about this much at once
 
 

@@ -87,16 +87,21 @@ class StackedGPT:
         Why chunks: on the CPU the logits of all K variants at once fall out of the cache and the softmax becomes
         memory-bound (measured 5x slower than K separate ones); a chunk of a few MB stays in it."""
         K = idx.shape[0]
+        targets = targets.reshape(K, -1)
+        out = [F.cross_entropy(logits.float().flatten(0, 1), targets[rows].flatten(), reduction="none")
+               for rows, logits in self.logit_chunks(idx, autocast, rows_per_chunk)]
+        return torch.cat(out).view(K, -1)
+
+    def logit_chunks(self, idx: torch.Tensor, autocast, rows_per_chunk: int):
+        """(rows, logits (k, B * T, V)) for the variants a few at a time (see token_losses for why)."""
+        K = idx.shape[0]
         with autocast():
             x = self.features(idx)
-        targets = targets.reshape(K, -1)
-        out = []
         for start in range(0, K, rows_per_chunk):
             rows = slice(start, start + rows_per_chunk)
             with autocast():
                 logits = self.readout(x[rows], rows)
-            out.append(F.cross_entropy(logits.float().flatten(0, 1), targets[rows].flatten(), reduction="none"))
-        return torch.cat(out).view(K, -1)
+            yield rows, logits
 
     def features(self, idx: torch.Tensor) -> torch.Tensor:
         """idx (K, B, T) token ids -> final normalised features (K, B * T, d), the readout's input."""
