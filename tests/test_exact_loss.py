@@ -22,7 +22,6 @@ from scalingkit.families import build_family
 from scalingkit.families.bigram import build_bigram
 from scalingkit.families.generated import build_generated
 from scalingkit.model.gpt import GPTConfig, build_model
-from scalingkit.train import evaluation
 from scalingkit.train.batched import train_batch
 from scalingkit.train.engine import train
 from scalingkit.train.evaluation import HeldOut, held_out_set
@@ -54,8 +53,7 @@ class Uniform(torch.nn.Module):
         return torch.zeros(*x.shape, self.vocab)
 
 
-def _closed_forms(family, settings, monkeypatch, dense: bool):
-    monkeypatch.setattr(evaluation, "DENSE_MAX_VOCAB", 10**9 if dense else 1)
+def _closed_forms(family, settings):
     held = HeldOut(family, settings, CPU, chunk=24)
     ideal = held.evaluate(LawModel(held.law), nullcontext)
     uniform = held.evaluate(Uniform(family.vocab_size), nullcontext)
@@ -67,19 +65,17 @@ def _closed_forms(family, settings, monkeypatch, dense: bool):
     return ideal, uniform
 
 
-@pytest.mark.parametrize("dense", [True, False])
-def test_closed_forms_on_a_biased_walk(monkeypatch, dense):
+def test_closed_forms_on_a_biased_walk():
     family = build_family("er-k1", {"kind": "er", "nodes": 48, "edges": 200, "seed": 3, "kappa": 1.0})
-    _closed_forms(family, TrainSettings(context=12, eval_sequences=70), monkeypatch, dense)
+    _closed_forms(family, TrainSettings(context=12, eval_sequences=70))
 
 
-@pytest.mark.parametrize("dense", [True, False])
-def test_closed_forms_on_a_bigram_family(tmp_path_factory, monkeypatch, dense):
+def test_closed_forms_on_a_bigram_family(tmp_path_factory):
     words = write_random_words(tmp_path_factory.mktemp("bigram-words"), seed=4, vocabulary=120, documents=30,
                                words_each=200)
     family = build_bigram("bg", {"kind": "bigram", "corpus": str(words), "tokenizer": {"bpe": 300}, "prune": 1})
     assert (np.diff(family.P.indptr) == 0).any()  # rows that restart from M are part of the law
-    ideal, _ = _closed_forms(family, TrainSettings(context=10, eval_sequences=50), monkeypatch, dense)
+    ideal, _ = _closed_forms(family, TrainSettings(context=10, eval_sequences=50))
     # the sampled loss of the ideal predictor is the floor up to sampling noise, which the exact loss does not have
     assert abs(ideal.eval_loss - ideal.exact_loss) < 4 * ideal.eval_loss_se
 
