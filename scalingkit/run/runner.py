@@ -57,6 +57,10 @@ def fill_missing(store_path, sweep=None, workers: int = 1, executor: str = "loca
     told: set = set()  # batching choices already printed
     start = time.perf_counter()
     while True:
+        grown = plan.grow_for_searches(store_path, sweeps)  # lrs past a grid that a search wants now
+        if grown:
+            echo(f"grew the cube: lr +{len(grown)} past the grid for the learning-rate search "
+                 f"({', '.join(f'{lr:g}' for lr in grown)})")
         todo = [(cell, sw) for cell, sw in plan.missing_cells(store_path, sweeps, retry_failed=retry_failed)
                 if cell not in tried]
         if not todo:

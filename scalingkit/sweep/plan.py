@@ -5,6 +5,7 @@ its `sweeps` attribute), so `train --fill-missing` without a sweep file re-plans
 """
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -110,49 +111,110 @@ def _check_compatible(path, old: dict, sweep: Sweep, families: dict) -> None:
                             f"store at {path}; give it another name")
 
 
-def sweep_index(coords: dict, sw: Sweep) -> list[list[int]] | None:
-    """Positions of the sweep's labels along each run dimension, in the order of Sweep.cells() (so a block of the
-    cube taken with np.ix_ ravels to sw.cells()); None if the cube does not hold them all (not prepared yet)."""
-    lookup = {d: {_key(d, x): i for i, x in enumerate(coords[d])} for d in RUN_DIMS}
+def block_labels(coords: dict, sw: Sweep) -> dict | None:
+    """The sweep's labels along each run dimension, in the order of Sweep.cells(); for a sweep that searches learning
+    rates, the lr labels go on past the grid with the learning rates past its ends that the cube holds so far (the
+    coordinator adds them as the search wants them: grow_for_searches). None if the cube lacks a label of the sweep's
+    grid (not prepared yet)."""
     labels = {"family": list(sw.families), "param": sw.grid["params"], "N": sorted(sw.shapes),
-              "D": sw.grid["tokens"], "lr": sw.grid["lrs"], "seed": sw.grid["seeds"]}
-    try:
-        return [[lookup[d][_key(d, x)] for x in labels[d]] for d in RUN_DIMS]
-    except KeyError:
+              "D": sw.grid["tokens"], "lr": list(sw.grid["lrs"]), "seed": sw.grid["seeds"]}
+    if sw.lr_search is not None:
+        held = {_key("lr", x) for x in coords["lr"]}
+        labels["lr"] += [lr for lr in _past(sw) if _key("lr", lr) in held]
+    lookup = {d: {_key(d, x) for x in coords[d]} for d in RUN_DIMS}
+    if any(_key(d, x) not in lookup[d] for d in RUN_DIMS for x in labels[d]):
         return None
+    return labels
 
 
-def planned_mask(coords: dict, sweeps: list[Sweep], codes: np.ndarray | None = None, path=None) -> np.ndarray:
+def sweep_index(coords: dict, sw: Sweep) -> list[list[int]] | None:
+    """Positions of the sweep's labels (block_labels) along each run dimension, so a block of the cube taken with
+    np.ix_ ravels to the product of those labels (sw.cells() for a sweep without a search); None if the cube does
+    not hold them all (not prepared yet)."""
+    labels = block_labels(coords, sw)
+    if labels is None:
+        return None
+    lookup = {d: {_key(d, x): i for i, x in enumerate(coords[d])} for d in RUN_DIMS}
+    return [[lookup[d][_key(d, x)] for x in labels[d]] for d in RUN_DIMS]
+
+
+def _past(sw: Sweep) -> list[float]:
+    from scalingkit.sweep import lrsearch
+
+    return lrsearch.past_grid(sw.grid["lrs"], sw.lr_search) if sw.lr_search is not None else []
+
+
+def planned_mask(coords: dict, sweeps: list[Sweep], codes: np.ndarray | None = None, path=None,
+                 awaiting: list | None = None) -> np.ndarray:
     """Boolean mask over the cube's run dimensions: the cells some stored sweep asks for. A sweep with an
     [lr_search] asks only for the learning rates its search wants so far, which needs the status codes and the
-    store (for the final losses)."""
+    store (for the final losses). `awaiting`, a list, receives the runs a search wants at learning rates past its
+    grid that the cube does not hold yet (as Cells): the next `train --fill-missing` adds those labels and trains
+    them."""
     shape = tuple(len(coords[d]) for d in RUN_DIMS)
     mask = np.zeros(shape, dtype=bool)
     for sw in sweeps:
-        idx = sweep_index(coords, sw)
-        if idx is None:
+        labels = block_labels(coords, sw)
+        if labels is None:
             continue  # a sweep whose labels are not all in the cube yet: it has not been prepared
-        mask[np.ix_(*idx)] |= wanted_block(path, codes, sw, idx)
+        idx = sweep_index(coords, sw)
+        if sw.lr_search is None:
+            mask[np.ix_(*idx)] = True
+            continue
+        wanted, searches = lr_searches(path, codes, sw, idx, labels["lr"])
+        mask[np.ix_(*idx)] |= wanted
+        if awaiting is not None:
+            awaiting.extend(_unheld(sw, labels, searches))
     return mask
 
 
-def wanted_block(path, codes, sw: Sweep, idx: list[list[int]]) -> np.ndarray:
-    """The sweep's block (axes in sweep order): True where the sweep wants a run."""
-    if sw.lr_search is None:
-        return np.ones(tuple(len(i) for i in idx), dtype=bool)
-    return lr_searches(path, codes, sw, idx)[0]
+def _unheld(sw: Sweep, labels: dict, searches: np.ndarray) -> list[Cell]:
+    """Runs the searches want at learning rates the cube does not hold yet, one per seed."""
+    held = {_key("lr", x) for x in labels["lr"]}
+    out = []
+    for pos in np.ndindex(*searches.shape):
+        f, p, n, d = (labels[dim][pos[a]] for a, dim in enumerate(RUN_DIMS[:4]))
+        out += [Cell(f, p, n, d, lr, s) for lr in searches[pos].wanted if _key("lr", lr) not in held
+                for s in labels["seed"]]
+    return out
 
 
-def lr_searches(path, codes: np.ndarray, sw: Sweep, idx: list[list[int]]):
-    """(wanted mask, Search per (family, param, N, D)) of a sweep with an [lr_search], from the cube's results."""
+def lr_searches(path, codes: np.ndarray, sw: Sweep, idx: list[list[int]], lrs: list[float]):
+    """(wanted mask, Search per (family, param, N, D)) of a sweep with an [lr_search], from the cube's results;
+    lrs: the block's learning rates (block_labels)."""
     from scalingkit.sweep import lrsearch
 
     if codes is None or path is None:
         raise ValueError(f"sweep {sw.name!r} searches learning rates: planning it needs the status codes and store")
     block = codes[np.ix_(*idx)]
     losses = final_losses(path, idx, block)
-    return lrsearch.search_block(sw.grid["lrs"], sw.lr_search, block, losses, STATUS_CODE["done"],
+    return lrsearch.search_block(sw.grid["lrs"], lrs, sw.lr_search, block, losses, STATUS_CODE["done"],
                                  STATUS_CODE["diverged"])
+
+
+def grow_for_searches(path, sweeps: list[Sweep]) -> list[float]:
+    """The coordinator, before each round: add to the cube's lr dimension every learning rate past a sweep's grid
+    that its search now wants and the cube does not hold, under the store's lock, through the same growth as a
+    sweep's new labels (store.grow: every stored run keeps its chunks). Returns the learning rates added."""
+    searching = [sw for sw in sweeps if sw.lr_search is not None and sw.lr_search.get("beyond")]
+    if not searching:
+        return []
+    with store.lock(path):
+        coords, codes = store.read_status(path)
+        awaiting: list[Cell] = []
+        planned_mask(coords, searching, codes, path, awaiting)
+        new = sorted({c.lr for c in awaiting})
+        if not new:
+            return []
+        group = store.open_group(path)
+        shapes = {int(n): (int(l), int(w)) for n, l, w in
+                  zip(group["N"][:], group["n_layer"][:], group["d_model"][:])}
+        counts = np.asarray(group["n_params"][:])
+        n_params = {(str(f), int(n)): int(counts[i, j]) for i, f in enumerate(coords["family"])
+                    for j, n in enumerate(coords["N"])}
+        store.grow(path, {**{d: list(coords[d]) for d in RUN_DIMS}, "lr": list(coords["lr"]) + new}, shapes,
+                   n_params, {})
+        return new
 
 
 def final_losses(path, idx: list[list[int]], block: np.ndarray) -> np.ndarray:
@@ -170,7 +232,8 @@ def lr_optima(path, sweeps: list[Sweep], coords: dict | None = None, codes: np.n
               grids: bool = False) -> list[dict]:
     """Where the best learning rate of every (family, param, N, D) stands: for sweeps with an [lr_search], the
     search's state; with grids=True also for sweeps training the whole grid ('open' while a neighbour of the best is
-    unfinished). Rows: sweep, family, param, N, D, state, best_lr, tried (learning rates finished or wanted)."""
+    unfinished). Rows: sweep, family, param, N, D, state, best_lr, tried (learning rates finished or wanted), beyond
+    (those of them past the grid's ends), limit (for a bound: what ends the search there, lrsearch._limit)."""
     from scalingkit.sweep import lrsearch
 
     if coords is None or codes is None:
@@ -178,25 +241,27 @@ def lr_optima(path, sweeps: list[Sweep], coords: dict | None = None, codes: np.n
     done, diverged = STATUS_CODE["done"], STATUS_CODE["diverged"]
     rows = []
     for sw in sweeps:
-        idx = sweep_index(coords, sw) if (sw.lr_search is not None or grids) else None
-        if idx is None:
+        labels = block_labels(coords, sw) if (sw.lr_search is not None or grids) else None
+        if labels is None:
             continue
+        idx = sweep_index(coords, sw)
         if sw.lr_search is not None:
-            _, searches = lr_searches(path, codes, sw, idx)
+            _, searches = lr_searches(path, codes, sw, idx, labels["lr"])
         else:
             block = codes[np.ix_(*idx)]
             losses = final_losses(path, idx, block)
-        labels = (list(sw.families), sw.grid["params"], sorted(sw.shapes), sw.grid["tokens"])
         for pos in np.ndindex(*(len(i) for i in idx[:4])):
             if sw.lr_search is not None:
                 found = searches[pos]
                 state, best, tried = found.state, found.best_lr, len(found.wanted)
+                beyond, limit = list(found.beyond), found.limit
             else:
                 per_lr = lrsearch.lr_losses(block[pos], losses[pos], done, diverged)
                 state, best = lrsearch.bracket(sw.grid["lrs"], per_lr)
                 tried = sum(v is not None for v in per_lr)
-            rows.append({"sweep": sw.name, **{d: labels[a][pos[a]] for a, d in enumerate(RUN_DIMS[:4])},
-                         "state": state, "best_lr": best, "tried": tried})
+                beyond, limit = [], "grid" if state.endswith("bound") else None
+            rows.append({"sweep": sw.name, **{d: labels[d][pos[a]] for a, d in enumerate(RUN_DIMS[:4])},
+                         "state": state, "best_lr": best, "tried": tried, "beyond": beyond, "limit": limit})
     return rows
 
 
@@ -206,17 +271,24 @@ def _key(dim, x):
 
 def missing_cells(path, sweeps: list[Sweep], retry_failed: bool = False) -> list[tuple[Cell, Sweep]]:
     """Cells that some sweep plans and that are not finished (done or diverged), each with the sweep that plans it.
-    For a sweep with an [lr_search], the cells its search wants now (later rounds appear as results arrive)."""
+    For a sweep with an [lr_search], the cells its search wants now (later rounds appear as results arrive) among
+    those the cube holds: grow_for_searches first adds the learning rates past the grid that it wants."""
     coords, status = store.read_status(path)
     todo_codes = [STATUS_CODE["missing"]] + ([STATUS_CODE["failed"]] if retry_failed else [])
     out, seen = [], set()
     for sw in sweeps:
-        idx = sweep_index(coords, sw)
-        if idx is None:
+        labels = block_labels(coords, sw)
+        if labels is None:
             raise StoreError(f"sweep {sw.name!r} is not in the cube at {path}: give its file to `train` to add it")
-        wanted = wanted_block(path, status, sw, idx).ravel()
-        todo = np.isin(status[np.ix_(*idx)], todo_codes).ravel()
-        for cell, want, left in zip(sw.cells(), wanted, todo):
+        idx = sweep_index(coords, sw)
+        if sw.lr_search is None:
+            wanted = np.ones(tuple(len(i) for i in idx), dtype=bool)
+        else:
+            wanted = lr_searches(path, status, sw, idx, labels["lr"])[0]
+        todo = np.isin(status[np.ix_(*idx)], todo_codes)
+        cells = itertools.product(*(labels[d] for d in RUN_DIMS))  # the block's ravel order
+        for labels_of_cell, want, left in zip(cells, wanted.ravel(), todo.ravel()):
+            cell = Cell(*labels_of_cell)
             if want and left and cell not in seen:
                 out.append((cell, sw))
                 seen.add(cell)

@@ -18,6 +18,7 @@
     batch = 32
     [lr_search]                 # optional: search the lr grid per (family, param, N, D) (lrsearch.py)
     start = [3e-3]
+    beyond = 2                  # and up to 2 steps past each end of it (the default), by the grid's ratio there
 
 Validation names the bad key in a one-line UserError. A store keeps every sweep it was filled from, so
 `train --fill-missing` without a sweep re-plans from them.
@@ -47,7 +48,9 @@ class Sweep:
     grid: dict  # key -> list
     settings: TrainSettings
     source: dict  # the validated table, as stored in the cube
-    lr_search: dict | None = None  # {"start": [...], "max_rounds": n} (lrsearch.py); None: train the whole lr grid
+    # {"start": [...], "max_rounds": n, "beyond": k, optional "lr_min", "lr_max"} (lrsearch.validate); None: train
+    # the whole lr grid
+    lr_search: dict | None = None
 
     @property
     def shapes(self) -> dict:
@@ -61,6 +64,8 @@ class Sweep:
         return out
 
     def cells(self) -> list[Cell]:
+        """The grid's cells (a search's learning rates past the grid are labels added as it wants them:
+        plan.block_labels)."""
         g = self.grid
         return [
             Cell(f, p, n, d, lr, s)
