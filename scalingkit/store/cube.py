@@ -367,31 +367,69 @@ def _now() -> str:
 
 # ---------------------------------------------------------------- reductions
 
-def best_loss(ds, n_convention: str = "total"):
-    """L(N, D) = min over learning rate and seed of the final evaluation loss of finished runs, with the argmin kept.
+LOSSES = ("auto", "exact", "sampled")
+FINAL = {"sampled": ("final_eval_loss", "final_eval_loss_se"), "exact": ("final_exact_loss", "final_exact_loss_se")}
 
-    Returns a Dataset over (family, param, N, D) with `loss`, `best_lr`, `best_seed`, `runs_done` and, for the
-    N convention asked for, `n` (the parameter count to fit against)."""
+
+def _done(ds):
+    return ds["status"] == "done" if ds["status"].dtype == object else ds["status"] == STATUS_CODE["done"]
+
+
+def best_loss(ds, n_convention: str = "total", loss: str = "sampled"):
+    """L(N, D) = min over learning rate and seed of the final loss of finished runs, with the argmin kept.
+
+    loss: "sampled" (the held-out sequences' own next tokens) or "exact" (floor + mean KL to the family's law; nan
+    where the law is unknown). Returns a Dataset over (family, param, N, D) with `loss`, its standard error
+    `loss_se`, `best_lr`, `best_seed`, `runs_done` and, for the N convention asked for, `n` (the parameter count
+    to fit against)."""
     import xarray as xr
 
-    done = ds["status"] == "done" if ds["status"].dtype == object else ds["status"] == STATUS_CODE["done"]
-    loss = ds["final_eval_loss"].where(done).load()
-    stacked = loss.stack(variant=("lr", "seed"))
+    if loss not in FINAL:
+        from scalingkit.errors import UserError
+
+        raise UserError(f"unknown loss {loss!r} (use exact or sampled)")
+    done = _done(ds)
+    value, se = FINAL[loss]
+    loss_ = ds[value].where(done).load()
+    stacked = loss_.stack(variant=("lr", "seed"))
     valid = stacked.notnull().any("variant")
     best = stacked.fillna(np.inf).argmin("variant")
     best_loss_ = stacked.min("variant", skipna=True)
+    best_se = ds[se].where(done).load().stack(variant=("lr", "seed")).isel(variant=best)
     variants = stacked["variant"].values
     best_lr = xr.DataArray(np.array([v[0] for v in variants])[best.values], dims=best.dims, coords=best.coords)
     best_seed = xr.DataArray(np.array([v[1] for v in variants])[best.values], dims=best.dims, coords=best.coords)
     out = xr.Dataset({
         "loss": best_loss_.where(valid),
+        "loss_se": best_se.drop_vars(["variant", "lr", "seed"], errors="ignore").where(valid),
         "best_lr": best_lr.where(valid),
         "best_seed": best_seed.where(valid),
         "runs_done": done.sum(("lr", "seed")),
     })
     out["n"] = _n_convention(ds, n_convention)
     out.attrs["n_convention"] = n_convention
+    out.attrs["loss"] = loss
     return out
+
+
+def loss_kinds(ds, loss: str = "auto") -> dict[str, str]:
+    """family -> the loss to fit it on: "exact" where every finished run of the family has its exact loss, else
+    "sampled" (natural text, whose law is unknown, or runs from before the exact loss was measured). loss="exact"
+    asks for the exact loss everywhere and names the families that lack it; "sampled" takes the sampled one."""
+    from scalingkit.errors import UserError
+
+    if loss not in LOSSES:
+        raise UserError(f"unknown loss {loss!r} (use auto, exact or sampled)")
+    done = _done(ds)
+    missing = (ds["final_exact_loss"].isnull() & done).any([d for d in RUN_DIMS if d != "family"]).values
+    kinds = {str(f): ("sampled" if loss == "sampled" or lacks else "exact")
+             for f, lacks in zip(ds["family"].values, missing)}
+    if loss == "exact" and any(missing):
+        lacking = [str(f) for f, m in zip(ds["family"].values, missing) if m]
+        raise UserError(f"no exact loss for every run of {', '.join(lacking)}: its next-token law is unknown "
+                        "(natural text) or its runs were trained before the exact loss was measured "
+                        "(use --loss sampled)")
+    return kinds
 
 
 def _n_convention(ds, n_convention: str):
@@ -404,11 +442,15 @@ def _n_convention(ds, n_convention: str):
     raise UserError(f"unknown N convention {n_convention!r} (use total or nonembedding)")
 
 
-def loss_table(path, family: str | None = None, param: str | None = None, n_convention: str = "total"):
-    """L(N, D) as a flat table for the fitting code: columns family, param, N, D, loss, best_lr, best_seed.
+def loss_table(path, family: str | None = None, param: str | None = None, n_convention: str = "total",
+               loss: str = "auto"):
+    """L(N, D) as a flat table for the fitting code: columns family, param, N, D, loss, loss_se, loss_kind (exact or
+    sampled: `loss_kinds`), best_lr, best_seed.
 
     N is the parameter count in the chosen convention: 'total' (all parameters, embedding included) or
     'nonembedding'."""
+    import pandas as pd
+
     from scalingkit.errors import UserError
 
     ds = open_cube(path)
@@ -417,14 +459,21 @@ def loss_table(path, family: str | None = None, param: str | None = None, n_conv
             if value not in [str(x) for x in ds[dim].values]:
                 raise UserError(f"{dim} {value!r} is not in the cube (have: {', '.join(map(str, ds[dim].values))})")
             ds = ds.sel({dim: [value]})
-    table = best_loss(ds, n_convention)
-    df = table[["loss", "best_lr", "best_seed", "n"]].to_dataframe().reset_index()
+    kinds = loss_kinds(ds, loss)
+    parts = []
+    for kind in sorted(set(kinds.values())):
+        table = best_loss(ds.sel(family=[f for f, k in kinds.items() if k == kind]), n_convention, kind)
+        df = table[["loss", "loss_se", "best_lr", "best_seed", "n"]].to_dataframe().reset_index()
+        df["loss_kind"] = kind
+        parts.append(df)
+    columns = ["family", "param", "N", "D", "loss", "loss_se", "loss_kind", "best_lr", "best_seed"]
+    df = pd.concat(parts) if parts else pd.DataFrame(columns=[*columns, "n"])
     df = df.dropna(subset=["loss"]).drop(columns=["N"]).rename(columns={"n": "N"})
     df["N"] = df["N"].astype(np.int64)
     df["D"] = df["D"].astype(np.int64)
     df["family"] = df["family"].astype(str)
     df["param"] = df["param"].astype(str)
-    return df[["family", "param", "N", "D", "loss", "best_lr", "best_seed"]].reset_index(drop=True)
+    return df.sort_values(["family", "param", "N", "D"])[columns].reset_index(drop=True)
 
 
 def family_entropy(ds, family: str) -> tuple[float, str]:
