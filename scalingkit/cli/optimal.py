@@ -25,6 +25,9 @@ DEFAULT_STORE = "store/cube.zarr"
 @click.option("--drop-top", default=0, show_default=True, type=int, help="CSV: drop the K highest-loss rows.")
 @click.option("--n-convention", type=click.Choice(["total", "nonembedding"]), default="total", show_default=True,
               help="N counts all parameters or the non-embedding ones, in every method and in C = 6ND.")
+@click.option("--loss", "loss_kind", type=click.Choice(["auto", "exact", "sampled"]), default="auto", show_default=True,
+              help="Cube: fit the exact loss (floor + KL to the family's law) or the sampled one; auto: exact for "
+                   "every family whose finished runs all have it.")
 @click.option("--flops", type=click.Choice(["6nd", "exact"]), default="6nd", show_default=True,
               help="Envelope: cumulative compute as tokens x 6N or the runs' exact matmul FLOPs.")
 @click.option("--budget", "budgets", multiple=True, type=float,
@@ -54,7 +57,7 @@ DEFAULT_STORE = "store/cube.zarr"
               help="Directory for the results and figures (default: fits/ and figures/ beside the store).")
 @click.option("--no-figures", is_flag=True, help="Do not draw figures.")
 def optimal(methods, family, param, store_path, csv_path, n_col, d_col, c_col, loss_col, drop_top, n_convention,
-            flops, budgets, bootstrap, seed, grid, surrogates, mlp_epochs, mlp_hidden, isoflop_slicing,
+            loss_kind, flops, budgets, bootstrap, seed, grid, surrogates, mlp_epochs, mlp_hidden, isoflop_slicing,
             isoflop_slices, envelope_min_fraction, envelope_edges, workers, as_json, out_dir, no_figures):
     """Compute-optimal allocation by every method: gamma (L_opt = E_C + K C^-gamma), a (N_opt ~ C^a),
     b (D_opt ~ C^b), and N_opt, D_opt, D/N at the budgets, each with a 95% interval (but for the MLP
@@ -80,14 +83,15 @@ def optimal(methods, family, param, store_path, csv_path, n_col, d_col, c_col, l
     if "surrogate" in chosen and (not kinds or any(k not in SURROGATES for k in kinds)):
         raise UserError(f"--surrogates takes a comma-separated subset of {', '.join(SURROGATES)}, got {surrogates!r}")
     if csv_path:
-        if family or param:
-            raise UserError("--family/--param select from the cube; they do not apply to --csv")
+        if family or param or loss_kind != "auto":
+            raise UserError("--family/--param/--loss select from the cube; they do not apply to --csv")
         groups = from_csv(csv_path, n_col=n_col, d_col=d_col, c_col=c_col, loss_col=loss_col, drop_top=drop_top,
                           n_convention=n_convention, flops=flops)
     else:
         if n_col or d_col or c_col or drop_top:
             raise UserError("--n-col/--d-col/--c-col/--drop-top describe a CSV: give --csv FILE")
-        groups = from_cube(store_path, family=family, param=param, n_convention=n_convention, flops=flops)
+        groups = from_cube(store_path, family=family, param=param, n_convention=n_convention, flops=flops,
+                           loss=loss_kind)
     base = Path(store_path).parent
     results_dir = Path(out_dir) if out_dir else base / "fits"
     figures_dir = Path(out_dir) if out_dir else base / "figures"

@@ -27,7 +27,7 @@ class Curves:
     lr: np.ndarray  # (R,)
     seed: np.ndarray  # (R,)
     tokens: np.ndarray  # (R, P)
-    loss: np.ndarray  # (R, P) eval loss
+    loss: np.ndarray  # (R, P) the loss the group is analysed on (Inputs.source["loss"]: exact or sampled)
     flops_per_token: np.ndarray  # (R,)
 
     @property
@@ -60,9 +60,10 @@ def check_choices(n_convention: str, flops: str) -> None:
         raise UserError(f"unknown FLOPs count {flops!r} (use {' or '.join(FLOPS)})")
 
 
-def from_cube(path, family=None, param=None, n_convention="total", flops="6nd") -> list[Inputs]:
-    """One Inputs per (family, param) of the cube that has finished runs."""
-    from scalingkit.store import best_loss, family_entropy, open_cube
+def from_cube(path, family=None, param=None, n_convention="total", flops="6nd", loss="auto") -> list[Inputs]:
+    """One Inputs per (family, param) of the cube that has finished runs. loss: exact, sampled, or auto (exact for
+    a family whose every finished run has it: store.loss_kinds); both the table and the curves use it."""
+    from scalingkit.store import best_loss, family_entropy, loss_kinds, open_cube
 
     check_choices(n_convention, flops)
     ds = open_cube(path)
@@ -72,12 +73,14 @@ def from_cube(path, family=None, param=None, n_convention="total", flops="6nd") 
             if value not in have:
                 raise UserError(f"{dim} {value!r} is not in the cube (have: {', '.join(have)})")
             ds = ds.sel({dim: [value]})
-    best = best_loss(ds, n_convention)
+    kinds = loss_kinds(ds, loss)
     out = []
     for fam in ds["family"].values:
+        kind = kinds[str(fam)]
+        best = best_loss(ds.sel(family=[fam]), n_convention, kind)
         for par in ds["param"].values:
             sub = ds.sel(family=fam, param=par)
-            curves = _curves(sub, best["n"].sel(family=fam).values, flops)
+            curves = _curves(sub, best["n"].sel(family=fam).values, flops, kind)
             if curves is None:
                 continue
             b = best.sel(family=fam, param=par)
@@ -87,14 +90,14 @@ def from_cube(path, family=None, param=None, n_convention="total", flops="6nd") 
             ok = np.isfinite(b["loss"].values)
             table = pd.DataFrame({"N": n[ok], "D": d[ok], "loss": b["loss"].values[ok]})
             out.append(Inputs(f"{fam}-{par}", table, curves, n_convention, flops,
-                              {"store": str(path), "family": str(fam), "param": str(par),
+                              {"store": str(path), "family": str(fam), "param": str(par), "loss": kind,
                                "loss_floor": floor, "loss_floor_kind": floor_kind}))
     if not out:
         raise UserError(f"the cube at {path} has no finished runs")
     return out
 
 
-def _curves(sub, n_by_N: np.ndarray, flops: str) -> Curves | None:
+def _curves(sub, n_by_N: np.ndarray, flops: str, kind: str = "sampled") -> Curves | None:
     """The finished runs of one (family, param), read as whole arrays (one read per variable, not per run)."""
     done = sub["status"].values == "done"  # (N, D, lr, seed)
     if not done.any():
@@ -103,7 +106,7 @@ def _curves(sub, n_by_N: np.ndarray, flops: str) -> Curves | None:
     n_lab, d_lab = sub["N"].values, sub["D"].values
     lr_lab, seed_lab = sub["lr"].values, sub["seed"].values
     tokens = sub["tokens"].values[idx]
-    loss = sub["eval_loss"].values[idx]
+    loss = sub["exact_loss" if kind == "exact" else "eval_loss"].values[idx]
     D = d_lab[idx[1]].astype(float)
     N = np.asarray(n_by_N, dtype=float)[idx[0]]
     if flops == "6nd":
