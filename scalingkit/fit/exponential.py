@@ -19,10 +19,10 @@ def _jac(p, u):
     return np.stack([np.ones_like(e), e, -p[..., 1, None] * u * e], axis=-1)
 
 
-def _starts(u, y, n):
+def _starts(u, y, n, lo=0.0):
     """Offsets from the data's floor times decay rates over four decades; b by least squares given both."""
     n_rates = 5
-    offsets = offset_guesses(y, max(1, n // n_rates))
+    offsets = offset_guesses(y, max(1, n // n_rates), lo)
     out = []
     for a0 in offsets:
         for c0 in np.geomspace(0.05, 20.0, n_rates):

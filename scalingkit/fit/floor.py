@@ -5,12 +5,17 @@ its data. A fitted offset (E of L = E + ..., E_C of L_opt(C)) below that floor i
 they end far from it, or they flatten out above it and the fit reads the bend as a power law with a large exponent.
 The fit is still reported (it may describe the sampled range well), with a note that its offset, and the exponents
 that come with it, are not identified as the limiting behaviour.
+
+The 1-d fits can do better where the floor is exact: fit_slices(..., floors=...) bounds the offset by it (or fixes
+it there) before fitting (curve1d.py), so their offsets never fall below it; these notes remain for estimated
+floors, for the 2-d forms and the compute-optimal laws, and for callers that fit unbounded.
 """
 from __future__ import annotations
 
 import math
 
 OFFSETS = ("E", "E_C")
+KINDS = ("exact", "estimate", "unknown")  # how a family's floor is known (store.family_entropy)
 # How far below the floor an offset may sit before it is flagged: rounding for an exact floor, the sampling
 # error of a Monte Carlo estimate (TnL generators' mean next-token entropy) for an estimated one.
 TOLERANCE = {"exact": 0.005, "estimate": 0.02}
@@ -45,6 +50,7 @@ def note_floors(results, floors: dict) -> None:
         if not math.isfinite(floor):
             continue
         r.diagnostics.update(loss_floor=floor, loss_floor_kind=kind)
-        notes = offset_notes(r.params, r.intervals, floor, kind)
-        if notes:
+        have = r.diagnostics.get("notes", [])
+        notes = [n for n in offset_notes(r.params, r.intervals, floor, kind) if n not in have]
+        if notes:  # a second call (fit_slices, then the command line) adds nothing twice
             r.diagnostics.setdefault("notes", []).extend(notes)

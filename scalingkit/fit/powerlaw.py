@@ -22,11 +22,11 @@ def _jac(p, u):
     return np.stack([np.ones_like(e), e, -p[..., 1, None] * lu * e], axis=-1)
 
 
-def _starts(u, y, n):
+def _starts(u, y, n, lo=0.0):
     """E0 from the data's floor, then (A', alpha) from a log-log line through the points above E0."""
     lu = np.log(u)
     out = []
-    for e0 in offset_guesses(y, n):
+    for e0 in offset_guesses(y, n, lo):
         above = y > e0
         if above.sum() >= 2 and np.ptp(lu[above]) > 0:
             slope, icpt = np.polyfit(lu[above], np.log(y[above] - e0), 1)
@@ -45,7 +45,7 @@ def _to_public(p, x0):
 CURVE = Curve(
     form="powerlaw", names=("E", "A", "alpha"), f=_f, jac=_jac,
     lower=(0.0, 0.0, 0.0), upper=(np.inf, np.inf, _EXP_MAX),
-    starts=_starts, to_public=_to_public, exponent=2,
+    starts=_starts, to_public=_to_public, exponent=2, rates=(0.02, 5.0),
 )
 GAMMA_BOUNDS = (CURVE.lower[2], CURVE.upper[2])  # the exponent's fitting bounds
 

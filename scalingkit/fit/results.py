@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,14 +32,24 @@ class FitCollection:
     def converged(self) -> bool:
         return bool(self.results) and all(r.converged for r in self.results)
 
+    def verdict_counts(self) -> dict:
+        """Slices by verdict (fit/verdict.py) over the whole collection; empty where no fit has one."""
+        calls = [r.diagnostics["verdict"].get("verdict") for r in self.results
+                 if r.converged and isinstance(r.diagnostics.get("verdict"), dict)]
+        if not calls:
+            return {}
+        known = ("power law", "exponential", "transient", "inconclusive")
+        return {k: calls.count(k) for k in (*known, *sorted(set(calls) - set(known)))}
+
     def table(self) -> str:
         blocks = [r.table() for r in self.results]
         lines = [f"summary ({self.form})"]
         for key, s in self.summary.items():
-            if isinstance(s, dict):
-                lines.append(f"  {key}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in s.items()))
-            else:
-                lines.append(f"  {key}: {_fmt(s)}")
+            text = f"{key}: " + (", ".join(f"{k}={_fmt(v)}" for k, v in s.items()) if isinstance(s, dict) else _fmt(s))
+            lines += textwrap.wrap(text, 110, initial_indent="  ", subsequent_indent="    ")
+        counts = self.verdict_counts()
+        if counts:
+            lines.append(f"  slices by verdict: {_fmt(counts)[1:-1]}")
         return "\n\n".join(blocks + ["\n".join(lines)])
 
     def __str__(self) -> str:
@@ -57,6 +68,8 @@ class FitCollection:
 def _fmt(v) -> str:
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.4g}"  # inf prints as inf, as in fit/base.py
+    if isinstance(v, dict):  # e.g. slices by verdict: (power law 3, exponential 1, ...)
+        return "(" + ", ".join(f"{k} {_fmt(x)}" for k, x in v.items()) + ")"
     return str(v)
 
 
