@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 DEFAULT_STORE = "store/cube.zarr"
-FORMS = ("powerlaw", "exponential", "chinchilla", "kaplan", "mlp", "kernel")
+FORMS = ("powerlaw", "exponential", "chinchilla", "kaplan", "mlp", "kernel", "expr")
 
 
 def data_options(fn):
@@ -88,6 +88,43 @@ def _accepted(cls, **candidates):
     return {k: v for k, v in candidates.items() if k in params and v is not None}
 
 
+def expr_options(fn):
+    """The flags of --form expr: the law a user writes, its starting values, bounds and fixed parameters."""
+    options = [
+        click.option("--expr", "expr", default=None,
+                     help="--form expr: the law in N and/or D; every other name is a parameter "
+                          "(e.g. 'E + A*N**-alpha + B*D**-beta').", metavar="EXPRESSION"),
+        click.option("--guess", multiple=True, metavar="NAME=VALUE,...",
+                     help="--form expr: a starting value for every parameter not fixed (repeatable)."),
+        click.option("--bound", "bounds", multiple=True, metavar="NAME=LO:HI,...",
+                     help="--form expr: bounds; either side may be empty (repeatable)."),
+        click.option("--fix", "fixed", multiple=True, metavar="NAME=VALUE,...",
+                     help="--form expr: hold parameters at these values (repeatable; overrides --guess)."),
+        click.option("--starts", default=None, type=click.IntRange(min=1),
+                     help="--form expr: start from the guess and K-1 jittered copies of it (default 8)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _expr_settings(form, expr, guess, bounds, fixed, starts) -> dict:
+    """--form expr's flags as Expr settings; an error for them with another form."""
+    from scalingkit.errors import UserError
+
+    given = [flag for flag, value in (("--expr", expr), ("--guess", guess), ("--bound", bounds), ("--fix", fixed),
+                                      ("--starts", starts)) if value]
+    if form != "expr":
+        if given:
+            raise UserError(f"{given[0]} goes with --form expr, not --form {form}")
+        return {}
+    from scalingkit.fit.expr import parse_bounds, parse_values
+
+    settings = {"expr": expr, "guess": parse_values(guess, "--guess"), "bounds": parse_bounds(bounds, "--bound"),
+                "fixed": parse_values(fixed, "--fix"), "starts": starts}
+    return {k: v for k, v in settings.items() if v is not None}
+
+
 def _emit(results, as_json, out_dir):
     from scalingkit.fit.results import save_result
 
@@ -114,25 +151,33 @@ def _emit(results, as_json, out_dir):
 @click.option("--budget", default=None, type=float,
               help="2-d forms: compute (FLOPs) for N_opt, D_opt, tokens per parameter (default: largest 6ND).")
 @click.option("--workers", default=None, type=click.IntRange(min=1), help="Processes (default: all cores).")
+@expr_options
 def fit(form, family, param, n_convention, store_path, csv_path, n_col, d_col, c_col, loss_col, group_cols,
-        drop_top, seed, as_json, out_dir, bootstrap, interval, solver, crosscheck, budget, workers):
+        drop_top, seed, as_json, out_dir, bootstrap, interval, solver, crosscheck, budget, workers,
+        expr, guess, bounds, fixed, starts):
     """Fit a scaling-law form to the cube's L(N, D) (best over lr and seed) or to a CSV table.
 
     powerlaw/exponential: 1-d fits L(N) at every D and L(D) at every N, with wild-bootstrap BCa intervals,
     the exponents' mean and spread, and the power-against-exponential MSE ratio. chinchilla/kaplan: the 2-d
-    law with bootstrap intervals over runs and the implied compute-optimal exponents a, b.
+    law with bootstrap intervals over runs and the implied compute-optimal exponents a, b. expr: a law you
+    write (--expr, --guess, optional --bound, --fix), same objective and bootstrap as the 2-d forms.
     Results are saved as JSON (store/fits/ beside the cube, or --out).
 
     \b
     Example:
       scalingkit fit --form chinchilla --csv ../shared/data/chinchilla_epoch.csv \\
         --n-col "Model Size" --c-col "Training FLOP" --loss-col loss --drop-top 5
+      scalingkit fit --form expr --expr "E + A*N**-alpha + B*D**-beta" \\
+        --guess E=1.7,A=400,B=400,alpha=0.3,beta=0.3 --bound alpha=0:2 --csv ...
     """
+    from scalingkit.errors import UserError
     from scalingkit.fit import table
     from scalingkit.fit.registry import ONE_D, estimator_class
     from scalingkit.fit.results import default_out_dir
 
     cls = estimator_class(form)  # before reading data: an unavailable form fails fast
+    law = _expr_settings(form, expr, guess, bounds, fixed, starts)
+    checked = cls(**law) if form == "expr" else None  # a bad expression fails fast too
     df, group_cols = load_table(csv_path, store_path, family, param, n_convention, n_col, d_col, c_col,
                                 loss_col, group_cols, drop_top)
     out_dir = Path(out_dir) if out_dir else default_out_dir(store_path)
@@ -145,13 +190,20 @@ def fit(form, family, param, n_convention, store_path, csv_path, n_col, d_col, c
         if not any(r.converged for r in result.results):
             raise click.ClickException(f"every {form} fit failed (see the diagnostics above)")
         return
-    table.require_points(df, form, getattr(cls, "min_points", 1), two_d=True)
+    min_points = getattr(checked or cls, "min_points", 1)  # an expression's: its free parameters plus one
+    table.require_points(df, form, min_points, two_d=checked is None)
+    if checked is not None:
+        absent = [v for v in checked.variables if v not in df]
+        if absent:
+            raise UserError(f"the expression uses {' and '.join(absent)}: give "
+                            + " and ".join("--n-col" if v == "N" else "--d-col or --c-col" for v in absent))
     settings = _accepted(cls, bootstrap=bootstrap, seed=seed, workers=workers, interval=interval, solver=solver,
                          crosscheck=crosscheck or None, budget=budget)
+    settings.update(law)
     results = []
     for label, g in _groups(df, group_cols):
-        table.require_points(g, f"{form} [{label}]" if label else form, getattr(cls, "min_points", 1), True)
-        r = cls(**settings).fit(g["N"].to_numpy(float), g["D"].to_numpy(float), g["loss"].to_numpy(float),
+        table.require_points(g, f"{form} [{label}]" if label else form, min_points, checked is None)
+        r = cls(**settings).fit(*(g[c].to_numpy(float) if c in g else None for c in ("N", "D", "loss")),
                                 label=label)
         r.provenance["group"] = {c: str(g[c].iloc[0]) for c in group_cols if c in g.columns}
         results.append(r)
@@ -185,6 +237,9 @@ def compare(forms, splits, family, param, n_convention, store_path, csv_path, n_
         check_form(name)
         if name in ONE_D:
             raise UserError(f"compare takes 2-d forms; {name!r} is 1-d")
+        if name == "expr":
+            raise UserError("compare takes named forms; compare an expression from Python: "
+                            "compare_forms(N, D, loss, forms={'mine': Expr(expr=..., guess=...), ...})")
     try:
         from scalingkit.fit.compare import compare_forms
     except ModuleNotFoundError as exc:

@@ -9,7 +9,7 @@ import importlib
 
 from scalingkit.errors import UserError
 
-FORMS = ("powerlaw", "exponential", "chinchilla", "kaplan", "mlp", "kernel")
+FORMS = ("powerlaw", "exponential", "chinchilla", "kaplan", "mlp", "kernel", "expr")
 ONE_D = ("powerlaw", "exponential")
 MODULES = {
     "powerlaw": "scalingkit.fit.powerlaw",
@@ -18,6 +18,7 @@ MODULES = {
     "kaplan": "scalingkit.fit.kaplan",
     "mlp": "scalingkit.fit.surrogates",
     "kernel": "scalingkit.fit.surrogates",
+    "expr": "scalingkit.fit.expr",  # a law the user writes (lmfit ExpressionModel)
 }
 
 
