@@ -20,6 +20,7 @@ _LAZY = {
     "Exponential": "scalingkit.fit.exponential",
     "Chinchilla": "scalingkit.fit.chinchilla",
     "Kaplan": "scalingkit.fit.kaplan",
+    "Expr": "scalingkit.fit.expr",
     "fit_slices": "scalingkit.fit.slices",
     "FitCollection": "scalingkit.fit.results",
     "load_result": "scalingkit.fit.results",
