@@ -6,7 +6,7 @@ from scipy.optimize import least_squares
 
 from scalingkit.errors import UserError
 from scalingkit.fit import Exponential, PowerLaw
-from scalingkit.fit.curve1d import multistart, refit_rows
+from scalingkit.fit.curve1d import jackknife, multistart, refit_rows
 from scalingkit.fit.huber import mad_delta
 from scalingkit.fit.powerlaw import CURVE
 
@@ -106,3 +106,77 @@ def test_wild_bootstrap_bca_interval_covers_the_true_exponent_about_95_percent()
     print(f"\nwild bootstrap BCa 95% coverage of alpha: {coverage:.3f} over {trials} trials "
           f"(10 points, 400 draws; median width {np.median(widths):.4f})")
     assert 0.85 <= coverage <= 0.99
+
+
+# -- offsets tied to an exact loss floor ------------------------------------------------------------------------
+XF = np.geomspace(1.0, 32.0, 6)
+FLOOR = 2.0
+
+
+def below_floor_data(seed=0):
+    """Points whose best unconstrained offset lies near 1, below the floor 2 (all points above the floor)."""
+    rng = np.random.default_rng(seed)
+    return 1.0 + 3.0 * XF**-0.3 + rng.normal(0, 0.002, len(XF))
+
+
+def test_a_free_offset_never_falls_below_an_exact_floor():
+    y = below_floor_data()
+    assert PowerLaw(bootstrap=0).fit(XF, y).params["E"] < FLOOR - 0.5  # unconstrained, the fit wants E near 1
+    est = PowerLaw(bootstrap=300, seed=1, floor=FLOOR)
+    res = est.fit(XF, y)
+    assert res.params["E"] == pytest.approx(FLOOR) and res.params["E"] >= FLOOR
+    assert res.intervals["E"][0] >= FLOOR  # every bootstrap draw kept the bound
+    assert res.diagnostics["at_bound"] == ["E"]
+    assert any("ended on its lower bound, the exact loss floor 2" in n for n in res.diagnostics["notes"])
+    assert res.diagnostics["offset"] == "bounded by the floor" and res.diagnostics["loss_floor"] == FLOOR
+    # the jackknife (BCa acceleration) and the competing exponential keep it too
+    curve = est.fit_curve
+    u = XF / np.median(XF)
+    p = multistart(curve, u, y, mad_delta(y))[0].x
+    assert np.all(jackknife(curve, u, y, p, mad_delta(y))[:, 0] >= FLOOR)
+    exp = Exponential(bootstrap=0, floor=FLOOR).fit(XF, y)
+    assert exp.params["a"] >= FLOOR
+    assert res.diagnostics["mse_exponential"] == pytest.approx(exp.diagnostics["mse"], rel=1e-6)
+    # the window refits: the floor-bounded exponent without an end point is the bounded refit's
+    assert res.diagnostics["window"]["drop_smallest"] == pytest.approx(
+        PowerLaw(bootstrap=0, floor=FLOOR).fit(XF[1:], y[1:]).params["alpha"], rel=1e-6)
+
+
+def test_no_seed_takes_the_offset_below_the_floor():
+    for seed in range(10):
+        res = PowerLaw(bootstrap=50, seed=seed, floor=FLOOR).fit(XF, below_floor_data(seed))
+        assert res.params["E"] >= FLOOR and res.intervals["E"][0] >= FLOOR, seed
+
+
+def test_a_floor_below_the_offset_changes_nothing():
+    y = noisy_power(3, sigma=0.005)
+    free = PowerLaw(bootstrap=0).fit(X, y)
+    bounded = PowerLaw(bootstrap=0, floor=1.5).fit(X, y)  # true E is 2
+    assert bounded.params == pytest.approx(free.params, rel=1e-6)
+    assert bounded.diagnostics["at_bound"] == [] and "notes" not in bounded.diagnostics
+
+
+def test_offset_floor_fixes_the_offset_exactly():
+    rng = np.random.default_rng(2)
+    y = FLOOR + 3.0 * XF**-0.5 + rng.normal(0, 0.002, len(XF))
+    res = PowerLaw(bootstrap=300, seed=0, floor=FLOOR, offset="floor").fit(XF, y)
+    assert res.params["E"] == FLOOR and res.intervals["E"] == (FLOOR, FLOOR) and res.diagnostics["se_E"] == 0
+    assert res.params["alpha"] == pytest.approx(0.5, abs=0.02)
+    assert res.intervals["alpha"][0] < 0.5 < res.intervals["alpha"][1]
+    assert res.diagnostics["offset"] == "fixed at the floor" and "E" not in res.diagnostics["at_bound"]
+    assert any("fixed at the exact loss floor" in n for n in res.diagnostics["notes"])
+    assert np.allclose(res.predict(XF), FLOOR + 3.0 * XF**-0.5, atol=0.005)
+    exp = Exponential(bootstrap=0, floor=FLOOR, offset="floor").fit(XF, y)
+    assert exp.params["a"] == FLOOR
+    assert exp.diagnostics["verdict"]["verdict"] == res.diagnostics["verdict"]["verdict"] == "power law"
+
+
+def test_offset_settings_are_checked():
+    with pytest.raises(UserError, match="needs the loss floor"):
+        PowerLaw(offset="floor")
+    with pytest.raises(UserError, match="offset must be one of free, floor"):
+        PowerLaw(floor=2.0, offset="fixed")
+    with pytest.raises(UserError, match="finite number"):
+        Exponential(floor=float("nan"))
+    with pytest.raises(UserError, match="se must be"):
+        PowerLaw(bootstrap=0).fit(X, noisy_power(0), se=[0.01, 0.02])

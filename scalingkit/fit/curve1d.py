@@ -219,7 +219,7 @@ class Curve1D(Estimator):
         if s["floor"] is not None:
             from scalingkit.fit.excess import fit_excess
 
-            diag["excess"] = fit_excess(x, y, s["floor"], s["confidence"])
+            diag["excess"] = fit_excess(x, y, s["floor"], s["confidence"], se=se)
         if s["alternative"]:
             self._compare_alternative(result, x, y, curve.full(p), delta, se)
         return result
