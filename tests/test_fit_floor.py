@@ -5,7 +5,8 @@ import pytest
 
 from conftest import run_cli
 from scalingkit.families import build_family
-from scalingkit.fit.floor import offset_notes
+from scalingkit.fit.base import FitResult
+from scalingkit.fit.floor import note_floors, offset_notes
 from scalingkit.run.synthetic import Law, chinchilla_cube
 
 WIDTHS = (16, 24, 32, 48, 64)
@@ -33,6 +34,13 @@ def test_offset_notes_flag_only_offsets_below_a_known_floor():
     assert offset_notes({"E": 1.97}, {}, 2.0, "estimate") == []  # within the sampling error of an estimate
     assert offset_notes({"E": 1.0}, {}, float("nan"), "unknown") == []
     assert offset_notes({"alpha": 0.1}, {}, 2.0, "exact") == []  # only offsets
+
+
+def test_noting_floors_twice_adds_each_note_once():
+    r = FitResult("powerlaw", {"E": 1.0}, provenance={"group": {"family": "walk"}})
+    note_floors([r], {"walk": (2.0, "exact")})
+    note_floors([r], {"walk": (2.0, "exact")})  # fit_slices notes, then the command line again
+    assert len(r.diagnostics["notes"]) == 1 and r.diagnostics["loss_floor_kind"] == "exact"
 
 
 def test_chinchilla_fit_of_the_cube_notes_the_family_below_its_floor(cube):
