@@ -9,14 +9,19 @@ Today's evidence is one number, the MSE ratio of the power law to the exponentia
 - AICc from the Gaussian likelihood of each fit's residuals (variance RSS/n), K = curve parameters + 1. Both
   forms have the same K, so the penalty cancels and `delta_aicc` = AICc(exp) - AICc(power) = n log(RSS_exp /
   RSS_power): positive favours the power law. (AICc itself is undefined for n <= K + 1; the difference is not.)
+  This is today's MSE ratio on a log scale, with a margin.
 - the transient signature (`transient`): along the slice sorted by x, the drop in loss per doubling of x grows.
   A scaling tail E + sum_k A_k x^-a_k (A_k, a_k > 0) can never do that (each term's drop per doubling shrinks by
   2^-a_k each doubling); runs that sample the escape from a plateau (a sigmoid in log x) do. The exponential in x
-  does too, so the flag speaks against a power-law tail, not for or against the exponential.
+  does too, so the flag speaks against a power-law tail, not for or against the exponential. The test needs the
+  losses' noise: their standard errors where given (`se`; fit_slices takes the table's loss_se column), else the
+  better form's residual scale, which on a slice neither form follows is mostly misfit, so the test is then
+  conservative. Measured (tests/test_fit_verdict.py): on logistic escapes in log x sampled across their steepest
+  point the flag fired in 99-100% of slices with se given, 22% without; on power laws in 0-0.7% either way.
 - the window sensitivity of the exponent set next to its bootstrap interval (`window_check`): reported, and
   flagged when dropping an end point moves the exponent by more than the interval's half-width. It does not
-  enter the verdict: it measures how stable the exponent is, not which form the points follow, and with 4 or 5
-  points left even a true power law often moves by about its interval.
+  enter the verdict: it measures how stable the exponent is, not which form the points follow; on synthetic
+  true power laws (5 to 8 points, 200 wild-bootstrap draws) it was flagged in 20% of slices.
 
 The rule (`decide`), margins stated as constants below:
 - "exponential": cv_ratio >= CV_MARGIN and delta_aicc <= -AICC_MARGIN (both prefer the exponential);
@@ -24,7 +29,13 @@ The rule (`decide`), margins stated as constants below:
 - "power law": cv_ratio <= 1 / CV_MARGIN and delta_aicc >= AICC_MARGIN, and no transient;
 - "inconclusive": anything else (the criteria disagree, or prefer a form by less than the margin).
 The exponential is checked before the transient flag because an exponential in x shows growing drops per
-doubling itself (until c x ~ 1); the flag only ever withholds a power-law verdict.
+doubling itself (until c x ~ 1); the flag only ever withholds a power-law verdict. So a plateau escape is called
+"exponential" where the exponential follows it better by both margins (83% of the synthetic escapes, and all five
+L(D) slices of the demo cube), and "transient" otherwise; its flag is reported beside every verdict either way.
+Measured on 100 power-law and 100 exponential slices of 5 to 8 points at factor-2 spacing, with exact-loss noise
+(1e-4 of the loss) and sampled-loss noise (1e-3 nats), free or floor-bounded offsets: right in 99-100% of each.
+With noise of 1e-3 of the loss (3 to 5 times the cube's sampled standard errors) the free fits fall to 88-99%:
+at drops of 0.05 nats over the range, 5 points cannot tell the forms apart.
 
 `assess_many` judges many slices that share their x values in one batch (the test's 200 synthetic slices);
 `assess` is one slice, as `Curve1D.fit` uses it with its own fits. Both use the same constrained forms as the fit
