@@ -94,7 +94,7 @@ def assess_many(x, Y, *, floor: float | None = None, offset: str = "free", se=No
     u = x / np.median(x)
     # Fits run on z = (y - lo) / delta_row with delta = 1 (batch_lm takes one delta): the same minimiser, as
     # both forms are offset + amplitude * g(rate, u) and the Huber loss scales as delta^2.
-    lo = float(floor) if floor is not None else 0.0
+    lo = 0.0 if floor is None else float(floor) if offset == "floor" else max(0.0, float(floor))  # as constrained()
     d = np.array([mad_delta(y) for y in Y]) if delta is None else np.broadcast_to(np.asarray(delta, float), len(Y))
     Z = (Y - lo) / d[:, None]
     fits = {}
@@ -114,9 +114,8 @@ def assess_many(x, Y, *, floor: float | None = None, offset: str = "free", se=No
     for i, y in enumerate(Y):
         rss = {f: float(fits[f]["rss"][i]) for f in FORMS}
         k = fits["powerlaw"]["k"]
-        sig = None
-        if se is None and np.isfinite(min(rss.values())):
-            sig = float(np.sqrt(min(rss.values()) / (n - k)))
+        finite = [v for v in rss.values() if np.isfinite(v)]
+        sig = float(np.sqrt(min(finite) / (n - k))) if se is None and finite else None
         row_se = None if se is None else np.broadcast_to(np.asarray(se, dtype=float), Y.shape)[i]
         tr = transient(x, y, se=row_se, sigma=sig)
         cv = {f: float(fits[f]["cv"][i]) for f in FORMS}
