@@ -102,7 +102,7 @@ def cube(tmp_path):
     done = []
     for cell in sw.cells():
         n = float(n_params.sel(N=cell.N))
-        loss = 1.5 + 40.0 * n**-0.3 + 30.0 * cell.D**-0.35 + (0.05 if cell.lr > 0.02 else 0.0)
+        loss = 2.5 + 40.0 * n**-0.3 + 30.0 * cell.D**-0.35 + (0.05 if cell.lr > 0.02 else 0.0)
         writer.write_run_values(cell, {"final_eval_loss": loss})
         done.append((cell, "done"))
     writer.write_status(done)
@@ -118,7 +118,7 @@ def test_fit_on_the_cube_saves_beside_it(cube, capsys):
     assert saved, err
     res = json.loads(saved[0].read_text())
     # best over lr picks the lower-loss learning rate: the law is recovered
-    assert res["params"]["alpha"] == pytest.approx(0.3, abs=1e-3) and res["params"]["E"] == pytest.approx(1.5, abs=1e-3)
+    assert res["params"]["alpha"] == pytest.approx(0.3, abs=1e-3) and res["params"]["E"] == pytest.approx(2.5, abs=1e-3)
 
     code, out, err = run_main(["fit", "--form", "powerlaw", "--store", cube, "--bootstrap", 50,
                                "--n-convention", "nonembedding", "--family", "er64"], capsys)

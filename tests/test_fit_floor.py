@@ -43,27 +43,36 @@ def test_noting_floors_twice_adds_each_note_once():
     assert len(r.diagnostics["notes"]) == 1 and r.diagnostics["loss_floor_kind"] == "exact"
 
 
-def test_chinchilla_fit_of_the_cube_notes_the_family_below_its_floor(cube):
+def test_chinchilla_fit_of_the_cube_keeps_e_above_an_exact_floor_and_says_where_it_ends_on_it(cube):
     proc = run_cli("fit", "--form", "chinchilla", "--store", cube, "--bootstrap", "20", "--json",
                    "--out", cube.parent / "fits")
     assert proc.returncode == 0, proc.stderr
     by_family = {r["provenance"]["group"]["family"]: r for r in json.loads(proc.stdout)}
     for family, r in by_family.items():
         assert r["diagnostics"]["loss_floor"] == pytest.approx(FLOORS[family], rel=1e-9)
-        assert r["diagnostics"]["loss_floor_kind"] == "exact"
-    assert r"below the family's exact loss floor" in by_family["below"]["diagnostics"]["notes"][0]
-    assert by_family["below"]["params"]["E"] == pytest.approx(OFFSETS["below"], abs=0.05)
-    assert "notes" not in by_family["honest"]["diagnostics"]
+        assert r["params"]["E"] >= FLOORS[family] and r["intervals"]["E"][0] >= FLOORS[family]
+    # runs whose law would put E below the floor: E ends on the floor, and the fit says so
+    below = by_family["below"]
+    assert below["params"]["E"] == pytest.approx(FLOORS["below"], rel=1e-9) and below["diagnostics"]["at_bound"] == ["E"]
+    assert any("floor" in note for note in below["diagnostics"]["notes"])
+    honest = by_family["honest"]
+    assert honest["params"]["E"] == pytest.approx(OFFSETS["honest"], abs=0.05) and "notes" not in honest["diagnostics"]
 
 
-def test_slice_fits_and_compute_optimal_laws_are_noted_too(cube):
-    proc = run_cli("fit", "--form", "powerlaw", "--store", cube, "--bootstrap", "0", "--out", cube.parent / "fits")
+def test_slice_fits_and_compute_optimal_laws_respect_the_floor_too(cube):
+    proc = run_cli("fit", "--form", "powerlaw", "--store", cube, "--bootstrap", "0", "--json",
+                   "--out", cube.parent / "fits")
     assert proc.returncode == 0, proc.stderr
-    noted = [block.splitlines()[0] for block in proc.stdout.split("\n\n") if "note: E = " in block]
-    assert noted and all("family=below" in head for head in noted)
-    proc = run_cli("optimal", "--method", "parametric", "--store", cube, "--bootstrap", "0", "--no-figures")
+    for r in json.loads(proc.stdout)["results"]:
+        family = r["provenance"]["group"]["family"]
+        if r["converged"]:
+            assert r["params"]["E"] >= FLOORS[family] - 1e-12
+    proc = run_cli("optimal", "--method", "parametric", "--store", cube, "--bootstrap", "0", "--json", "--no-figures")
     assert proc.returncode == 0, proc.stderr
-    reports = {block.split("]")[0]: block for block in proc.stdout.split("compute-optimal [")[1:]}
+    reports = {doc["label"]: doc for doc in json.loads(proc.stdout)}
     assert set(reports) == {"below-sp", "honest-sp"}, proc.stdout
-    assert "parametric: E_C = " in reports["below-sp"] and "loss floor" in reports["below-sp"]
-    assert "loss floor" not in reports["honest-sp"]
+    for label, family in (("below-sp", "below"), ("honest-sp", "honest")):
+        (res,) = reports[label]["results"]
+        assert res["params"]["E_C"] >= FLOORS[family] - 1e-12
+    below_notes = " ".join(reports["below-sp"]["results"][0]["diagnostics"]["notes"])
+    assert "floor" in below_notes and "floor" not in " ".join(reports["honest-sp"]["results"][0]["diagnostics"]["notes"])

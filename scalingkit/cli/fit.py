@@ -18,6 +18,9 @@ def data_options(fn):
         click.option("--param", default=None, help="Cube: fit only this parameterisation (sp or mup)."),
         click.option("--n-convention", type=click.Choice(["total", "nonembedding"]), default="total",
                      show_default=True, help="Cube: count all parameters or the non-embedding ones as N."),
+        click.option("--loss", "loss_kind", type=click.Choice(["auto", "exact", "sampled"]), default="auto",
+                     show_default=True, help="Cube: fit the exact loss (floor + KL to the family's law) or the "
+                     "sampled one; auto: exact for every family whose finished runs all have it."),
         click.option("--store", "store_path", default=DEFAULT_STORE, show_default=True,
                      help="Path of the cube; fits are saved in fits/ beside it."),
         click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False),
@@ -41,14 +44,15 @@ def data_options(fn):
 
 
 def load_table(csv_path, store_path, family, param, n_convention, n_col, d_col, c_col, loss_col, group_cols,
-               drop_top):
-    """The table to fit (DataFrame with N, D, loss and group columns) and the names of its group columns."""
+               drop_top, loss_kind="auto"):
+    """The table to fit (DataFrame with N, D, loss and group columns; from the cube also loss_se and loss_kind)
+    and the names of its group columns."""
     from scalingkit.errors import UserError
     from scalingkit.fit import table
 
     if csv_path:
-        if family or param:
-            raise UserError("--family/--param select from the cube; with --csv use --group-col")
+        if family or param or loss_kind != "auto":
+            raise UserError("--family/--param/--loss select from the cube; with --csv use --group-col")
         if not (n_col or d_col or c_col):
             raise UserError("with --csv, say which columns hold N and D (--n-col, and --d-col or --c-col)")
         df = table.read_csv_table(csv_path, n_col=n_col, d_col=d_col, c_col=c_col, loss_col=loss_col,
@@ -58,7 +62,7 @@ def load_table(csv_path, store_path, family, param, n_convention, n_col, d_col, 
         raise UserError("--n-col/--d-col/--c-col/--group-col describe a CSV: give --csv FILE")
     from scalingkit.store import loss_table  # the cube's reader: imported only when the cube is used
 
-    df = loss_table(store_path, family=family, param=param, n_convention=n_convention)
+    df = loss_table(store_path, family=family, param=param, n_convention=n_convention, loss=loss_kind)
     if df.empty:
         raise UserError(f"the cube at {store_path} has no finished runs to fit")
     table.validate(df)
@@ -73,13 +77,32 @@ def _groups(df, group_cols):
             for key, g in df.groupby(cols, sort=True)]
 
 
-def _note_floors(results, csv_path, store_path) -> None:
-    """Cube fits: compare each fitted offset with its family's loss floor (fit/floor.py); a CSV has no floors."""
-    if csv_path is None:
-        from scalingkit.fit.floor import note_floors
-        from scalingkit.store import family_floors
+def _floors(csv_path, store_path) -> dict:
+    """family -> (loss floor, exact | estimate | unknown) for a cube; a CSV has no floors."""
+    if csv_path is not None:
+        return {}
+    from scalingkit.store import family_floors
 
-        note_floors(results, family_floors(store_path))
+    return family_floors(store_path)
+
+
+def _note_floors(results, floors: dict) -> None:
+    """Compare each fitted offset with its family's loss floor (fit/floor.py) where the fit did not bound it."""
+    if floors:
+        from scalingkit.fit.floor import note_floors
+
+        note_floors(results, floors)
+
+
+def _record_loss(results, df) -> None:
+    """Every cube fit says which loss it was fitted on (exact or sampled)."""
+    if "loss_kind" not in df:
+        return
+    kinds = df.groupby("family")["loss_kind"].first().to_dict()
+    for r in results:
+        family = r.provenance.get("group", {}).get("family")
+        if family in kinds:
+            r.provenance["loss"] = kinds[family]
 
 
 def _accepted(cls, **candidates):
@@ -151,10 +174,13 @@ def _emit(results, as_json, out_dir):
 @click.option("--budget", default=None, type=float,
               help="2-d forms: compute (FLOPs) for N_opt, D_opt, tokens per parameter (default: largest 6ND).")
 @click.option("--workers", default=None, type=click.IntRange(min=1), help="Processes (default: all cores).")
+@click.option("--offset", type=click.Choice(["free", "floor"]), default="free", show_default=True,
+              help="Cube, where a family's loss floor is exact: the offset (E) is fitted above the floor (free) or "
+                   "fixed at it (floor; powerlaw, exponential and chinchilla).")
 @expr_options
-def fit(form, family, param, n_convention, store_path, csv_path, n_col, d_col, c_col, loss_col, group_cols,
-        drop_top, seed, as_json, out_dir, bootstrap, interval, solver, crosscheck, budget, workers,
-        expr, guess, bounds, fixed, starts):
+def fit(form, family, param, n_convention, loss_kind, store_path, csv_path, n_col, d_col, c_col, loss_col,
+        group_cols, drop_top, seed, as_json, out_dir, bootstrap, interval, solver, crosscheck, budget, workers,
+        offset, expr, guess, bounds, fixed, starts):
     """Fit a scaling-law form to the cube's L(N, D) (best over lr and seed) or to a CSV table.
 
     powerlaw/exponential: 1-d fits L(N) at every D and L(D) at every N, with wild-bootstrap BCa intervals,
@@ -178,14 +204,22 @@ def fit(form, family, param, n_convention, store_path, csv_path, n_col, d_col, c
     cls = estimator_class(form)  # before reading data: an unavailable form fails fast
     law = _expr_settings(form, expr, guess, bounds, fixed, starts)
     checked = cls(**law) if form == "expr" else None  # a bad expression fails fast too
+    if offset == "floor" and form not in (*ONE_D, "chinchilla"):
+        raise UserError(f"--offset floor fixes the offset of powerlaw, exponential and chinchilla, not {form}")
+    if offset == "floor" and csv_path:
+        raise UserError("--offset floor needs the cube's exact loss floors; a CSV has none")
     df, group_cols = load_table(csv_path, store_path, family, param, n_convention, n_col, d_col, c_col,
-                                loss_col, group_cols, drop_top)
+                                loss_col, group_cols, drop_top, loss_kind)
+    floors = _floors(csv_path, store_path)
     out_dir = Path(out_dir) if out_dir else default_out_dir(store_path)
     if form in ONE_D:
         from scalingkit.fit.slices import fit_slices
 
-        result = fit_slices(df, form, group_cols=group_cols, bootstrap=bootstrap, seed=seed, workers=workers)
-        _note_floors(result.results, csv_path, store_path)
+        result = fit_slices(df, form, group_cols=group_cols, floors=floors, offset=offset, bootstrap=bootstrap,
+                            seed=seed, workers=workers)
+        _record_loss(result.results, df)
+        result.provenance["loss"] = sorted(set(df["loss_kind"])) if "loss_kind" in df else "csv"
+        _note_floors(result.results, floors)
         _emit([result], as_json, out_dir)
         if not any(r.converged for r in result.results):
             raise click.ClickException(f"every {form} fit failed (see the diagnostics above)")
@@ -203,11 +237,18 @@ def fit(form, family, param, n_convention, store_path, csv_path, n_col, d_col, c
     results = []
     for label, g in _groups(df, group_cols):
         table.require_points(g, f"{form} [{label}]" if label else form, min_points, checked is None)
-        r = cls(**settings).fit(*(g[c].to_numpy(float) if c in g else None for c in ("N", "D", "loss")),
-                                label=label)
+        group_settings = dict(settings)
+        floor, kind = floors.get(str(g["family"].iloc[0]), (None, "unknown")) if "family" in g else (None, "")
+        if form == "chinchilla" and kind == "exact":  # E can never be below an exact floor: bound (or fix) it
+            group_settings.update(floor=floor, offset=offset)
+        elif offset == "floor":
+            raise UserError(f"--offset floor: [{label}] has no exact loss floor to fix E at")
+        r = cls(**group_settings).fit(*(g[c].to_numpy(float) if c in g else None for c in ("N", "D", "loss")),
+                                      label=label)
         r.provenance["group"] = {c: str(g[c].iloc[0]) for c in group_cols if c in g.columns}
         results.append(r)
-    _note_floors(results, csv_path, store_path)
+    _record_loss(results, df)
+    _note_floors(results, floors)
     _emit(results, as_json, out_dir)
     failed = [r for r in results if not r.converged]
     if failed:
@@ -221,8 +262,8 @@ def fit(form, family, param, n_convention, store_path, csv_path, n_col, d_col, c
               help="Random 80/20 train/validation splits.")
 @data_options
 @click.option("--workers", default=None, type=click.IntRange(min=1), help="Processes (default: all cores).")
-def compare(forms, splits, family, param, n_convention, store_path, csv_path, n_col, d_col, c_col, loss_col,
-            group_cols, drop_top, seed, as_json, out_dir, workers):
+def compare(forms, splits, family, param, n_convention, loss_kind, store_path, csv_path, n_col, d_col, c_col,
+            loss_col, group_cols, drop_top, seed, as_json, out_dir, workers):
     """Put 2-d forms side by side: mean train and validation MSE over random 80/20 splits."""
     from scalingkit.errors import UserError
     from scalingkit.fit import table
@@ -247,7 +288,7 @@ def compare(forms, splits, family, param, n_convention, store_path, csv_path, n_
             raise UserError("the comparison is not available yet (scalingkit.fit.compare is missing)") from None
         raise
     df, group_cols = load_table(csv_path, store_path, family, param, n_convention, n_col, d_col, c_col,
-                                loss_col, group_cols, drop_top)
+                                loss_col, group_cols, drop_top, loss_kind)
     out_dir = Path(out_dir) if out_dir else default_out_dir(store_path)
     docs, texts = [], []
     for label, g in _groups(df, group_cols):

@@ -91,7 +91,7 @@ def fitted_on_draws(pts: dict, n_runs: int, edges: str, draws: int, seed) -> tup
     return order, mask
 
 
-def line_draws(pts: dict, n_runs: int, edges: str, draws: int, seed) -> tuple[np.ndarray, int, np.ndarray]:
+def line_draws(pts: dict, n_runs: int, edges: str, draws: int, seed, floor=None) -> tuple[np.ndarray, int, np.ndarray]:
     """(intercept, slope) of log N, log D, log(D/N) on log C per kept draw, (kept, 3, 2), how many draws were
     dropped (fewer than MIN_LINE_POINTS points, or no spread in log C), and gamma refitted on each kept draw.
     Not laws.lines_over_runs: the envelopes of all draws come at once from fitted_on_draws, and only the fits
@@ -103,7 +103,7 @@ def line_draws(pts: dict, n_runs: int, edges: str, draws: int, seed) -> tuple[np
         c = line_coefs(C[m], N[m], D[m])
         if c is not None:
             coefs.append(c)
-            gammas.append(gamma_on_draw(C[m], L[m]))
+            gammas.append(gamma_on_draw(C[m], L[m], floor))
     return np.reshape(coefs, (-1, 3, 2)), draws - len(coefs), np.asarray(gammas, dtype=float)
 
 
@@ -143,10 +143,11 @@ def envelope(inputs: Inputs, budgets, *, min_fraction=0.0, edges="clip", bootstr
             "envelope": {"C": pts["C"][idx].tolist(), "L": pts["L"][idx].tolist()}, "notes": notes}
     drawn = None
     if bootstrap and len(fitted) >= MIN_LINE_POINTS:
-        drawn = line_draws(pts, n_runs, edges, int(bootstrap), seed)
+        drawn = line_draws(pts, n_runs, edges, int(bootstrap), seed, inputs.offset_floor)
     coefs, method, gammas = draws_or_ols(drawn, bootstrap, diag, notes,
                                          f"left fewer than {MIN_LINE_POINTS} envelope points (or one compute)",
                                          "treat the correlated envelope points as independent (too narrow)")
     return laws_from_points("envelope", pts["C"][fitted], pts["N"][fitted], pts["D"][fitted], pts["L"][fitted],
                             budgets, bootstrap=bootstrap, seed=seed, confidence=confidence, workers=workers,
-                            diagnostics=diag, line_draws=coefs, line_method=method, gamma_draws=gammas)
+                            diagnostics=diag, line_draws=coefs, line_method=method, gamma_draws=gammas,
+                            floor=inputs.offset_floor)

@@ -52,6 +52,13 @@ class Inputs:
         return (self.table["N"].to_numpy(float), self.table["D"].to_numpy(float),
                 self.table["loss"].to_numpy(float))
 
+    @property
+    def offset_floor(self) -> float | None:
+        """The lower bound of every fitted offset (E, E_C): the family's loss floor where it is exact, else None."""
+        floor = self.source.get("loss_floor")
+        exact = self.source.get("loss_floor_kind") == "exact" and floor is not None and np.isfinite(floor)
+        return float(floor) if exact else None
+
 
 def check_choices(n_convention: str, flops: str) -> None:
     if n_convention not in N_CONVENTIONS:

@@ -184,7 +184,7 @@ def accepted(records, kind: str):
     return C, Nopt, C / (6.0 * Nopt), np.array([r[kind]["L"] for r in acc], dtype=float)
 
 
-def bootstrap_optima(N, D, L, mode: str, n_slices, bin_width, draws: int, seed):
+def bootstrap_optima(N, D, L, mode: str, n_slices, bin_width, draws: int, seed, floor=None):
     """Per kind, the line draws of a bootstrap over the table's rows and how many draws were dropped."""
     def optima(runs):
         # a row drawn twice repeats a cell, which the slices reduce to one loss anyway: only which rows matter
@@ -192,7 +192,7 @@ def bootstrap_optima(N, D, L, mode: str, n_slices, bin_width, draws: int, seed):
         records = profile_records(N[u], D[u], L[u], mode, n_slices, bin_width)
         return [accepted(records, kind) for kind in KINDS]
 
-    return lines_over_runs(optima, len(N), draws, seed, variants=len(KINDS))
+    return lines_over_runs(optima, len(N), draws, seed, variants=len(KINDS), floor=floor)
 
 
 def isoflop(inputs: Inputs, budgets, *, slicing="auto", n_slices=8, bin_width=0.1, bootstrap=200, seed=0,
@@ -204,7 +204,8 @@ def isoflop(inputs: Inputs, budgets, *, slicing="auto", n_slices=8, bin_width=0.
     enough = {kind: sum(r[kind]["reject"] is None for r in records) >= MIN_LINE_POINTS for kind in KINDS}
     drawn = dict.fromkeys(KINDS)
     if bootstrap and any(enough.values()):
-        drawn = dict(zip(KINDS, bootstrap_optima(N, D, L, mode, n_slices, bin_width, int(bootstrap), seed)))
+        drawn = dict(zip(KINDS, bootstrap_optima(N, D, L, mode, n_slices, bin_width, int(bootstrap), seed,
+                                                 inputs.offset_floor)))
     out = []
     for kind in KINDS:
         method = f"isoflop-{kind}"
@@ -226,5 +227,5 @@ def isoflop(inputs: Inputs, budgets, *, slicing="auto", n_slices=8, bin_width=0.
         C, Nopt, Dopt, Lopt = accepted(records, kind)
         out.append(laws_from_points(method, C, Nopt, Dopt, Lopt, budgets, bootstrap=bootstrap, seed=seed,
                                     confidence=confidence, workers=workers, diagnostics=diag, line_draws=coefs,
-                                    line_method=line_method, gamma_draws=gammas))
+                                    line_method=line_method, gamma_draws=gammas, floor=inputs.offset_floor))
     return out

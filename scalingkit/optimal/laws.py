@@ -25,14 +25,15 @@ MIN_GAMMA_POINTS = 4  # the power law with offset has three parameters
 MIN_LINE_POINTS = 3  # a line with a residual degree of freedom
 
 
-def fit_gamma(C, L, *, bootstrap: int, seed, confidence: float, workers=None):
-    """L_opt = E_C + K C^-gamma: (params, intervals, diagnostics) or a failure message in diagnostics."""
+def fit_gamma(C, L, *, bootstrap: int, seed, confidence: float, workers=None, floor=None):
+    """L_opt = E_C + K C^-gamma: (params, intervals, diagnostics) or a failure message in diagnostics. floor: an
+    exact loss floor, E_C's lower bound (no compute-optimal loss can go below what no model can reach)."""
     from scalingkit.fit.powerlaw import PowerLaw
 
     if len(C) < MIN_GAMMA_POINTS or len(np.unique(C)) < MIN_GAMMA_POINTS:
         return {}, {}, {"gamma_failure": f"{len(C)} point(s); L_opt(C) needs {MIN_GAMMA_POINTS}"}
     est = PowerLaw(names=("E_C", "K", "gamma"), bootstrap=int(bootstrap), seed=seed, confidence=confidence,
-                   workers=workers, window=False, alternative=False)
+                   workers=workers, window=False, alternative=False, floor=floor)
     res = est.fit(C, L)
     if not res.converged:
         return {}, {}, {"gamma_failure": res.failure}
@@ -44,6 +45,7 @@ def fit_gamma(C, L, *, bootstrap: int, seed, confidence: float, workers=None):
                               "for the wild bootstrap to be trusted)")
     if res.diagnostics.get("at_bound"):
         diag["gamma_at_bound"] = ",".join(res.diagnostics["at_bound"])
+    diag["notes"] = list(res.diagnostics.get("notes", []))  # E_C on the floor bound says so
     return dict(res.params), dict(res.intervals), diag
 
 
@@ -88,7 +90,7 @@ def line_coefs(C, N, D):
     return np.polynomial.polynomial.polyfit(x, Y, 1).T  # three lines at once: rows (intercept, slope)
 
 
-def gamma_on_draw(C, L) -> float:
+def gamma_on_draw(C, L, floor=None) -> float:
     """gamma of L_opt = E_C + K C^-gamma refitted on one bootstrap draw's optima (nan where it cannot be fitted).
     8 starts, not 40: a draw's points are a perturbation of the full data's, whose fit had all 40."""
     from scalingkit.fit.powerlaw import PowerLaw
@@ -97,11 +99,11 @@ def gamma_on_draw(C, L) -> float:
     if len(np.unique(C)) < MIN_GAMMA_POINTS:
         return np.nan
     res = PowerLaw(names=("E_C", "K", "gamma"), starts=8, bootstrap=0, seed=0, window=False,
-                   alternative=False).fit(C, L)
+                   alternative=False, floor=floor).fit(C, L)
     return float(res.params["gamma"]) if res.converged else np.nan
 
 
-def lines_over_runs(optima, n_runs: int, draws: int, seed, variants: int = 1) -> list[tuple]:
+def lines_over_runs(optima, n_runs: int, draws: int, seed, variants: int = 1, floor=None) -> list[tuple]:
     """Bootstrap over runs: per variant, (kept line draws (kept, 3, 2), how many draws were dropped, gamma of each
     kept draw (nan where its L_opt fit failed)).
 
@@ -119,7 +121,7 @@ def lines_over_runs(optima, n_runs: int, draws: int, seed, variants: int = 1) ->
             c = None if pts is None else line_coefs(*pts[:3])
             if c is not None:
                 coefs.append(c)
-                gammas.append(gamma_on_draw(pts[0], pts[3]))
+                gammas.append(gamma_on_draw(pts[0], pts[3], floor))
     return [(np.reshape(c, (-1, 3, 2)), int(draws) - len(c), np.asarray(g, dtype=float)) for c, g in kept]
 
 
@@ -167,7 +169,7 @@ def open_gamma_ends(gamma_draws, alpha: float) -> dict:
 
 def laws_from_points(method: str, C, N, D, L, budgets, *, bootstrap=200, seed=0, confidence=0.95,
                      workers=None, diagnostics=None, line_draws=None, line_method=None,
-                     gamma_draws=None) -> OptimalResult:
+                     gamma_draws=None, floor=None) -> OptimalResult:
     """Fit gamma, a, b to compute-optimal points and evaluate N_opt, D_opt, D/N at the budgets.
 
     line_draws: optional (B, 3, 2) draws of (intercept, slope) of the log N, log D and log(D/N) lines; their
@@ -185,7 +187,8 @@ def laws_from_points(method: str, C, N, D, L, budgets, *, bootstrap=200, seed=0,
     by_runs = gamma_draws is not None and np.isfinite(gamma_draws).sum() >= 2
     # with draws over runs, gamma's interval is theirs: no wild bootstrap of the (correlated) optima
     params, intervals, gdiag = fit_gamma(C, L, bootstrap=0 if by_runs else bootstrap, seed=seed,
-                                         confidence=confidence, workers=workers)
+                                         confidence=confidence, workers=workers, floor=floor)
+    diag.setdefault("notes", []).extend(gdiag.pop("notes", []))
     gamma_label = f"gamma: wild bootstrap BCa ({int(bootstrap)} draws)"
     if by_runs and "gamma_failure" not in gdiag:
         from scalingkit.fit.bootstrap import percentile_interval

@@ -33,23 +33,21 @@ def closed_form(P: np.ndarray, budgets) -> np.ndarray:
     return np.column_stack(cols)
 
 
-def _draws(N, D, L, params: dict, rows: np.ndarray, workers):
-    """Refit the Chinchilla form for each row of weights (bootstrap counts or leave-one-out masks).
+def _draws(N, D, L, estimator, params: dict, counts: np.ndarray, workers):
+    """The Chinchilla form refitted on each bootstrap draw (rows of counts) and on the leave-one-out jackknife.
 
-    Uses the fit package's own refit (form2d.refit_weighted) so that draws match `fit --form chinchilla`;
-    its Estimator keeps only intervals at one budget, and we need the joint draws for any number of budgets.
+    The fit package's own refits (form2d.bootstrap_refits, batched Newton with the per-draw fallback), so that draws
+    match `fit --form chinchilla` and respect the same floor; its Estimator keeps only intervals at one budget, and
+    we need the joint draws for any number of budgets. Returns (draws, jackknife) rows of (E, A, B, alpha, beta).
     """
     from scalingkit.fit import logfit
-    from scalingkit.fit.chinchilla import Chinchilla
-    from scalingkit.fit.form2d import refit_weighted
-    from scalingkit.fit.parallel import map_split
+    from scalingkit.fit.form2d import bootstrap_refits
 
-    form = Chinchilla.form
+    form = estimator.form
     data = logfit.LogData.of(N, D, L)
     start = form.from_public(params)[None, :]
-    out = map_split(refit_weighted, rows, form, data, {"maxiter": 5000}, start, workers=workers,
-                    min_per_worker=100)
-    return out[:, :5]  # E, A, B, alpha, beta
+    draws, jack, _ = bootstrap_refits(form, data, {**estimator.settings, "workers": workers}, start, counts)
+    return draws[:, :5], jack[:, :5]
 
 
 def parametric(inputs: Inputs, budgets, *, bootstrap=200, seed=0, confidence=0.95, interval="bca",
@@ -61,7 +59,8 @@ def parametric(inputs: Inputs, budgets, *, bootstrap=200, seed=0, confidence=0.9
     if len(L) < Chinchilla.min_points:
         return failed("parametric", f"{len(L)} runs; the Chinchilla fit needs {Chinchilla.min_points}",
                       n_points=len(L))
-    fit = Chinchilla(bootstrap=0, seed=seed, workers=workers).fit(N, D, L, label=inputs.label)
+    estimator = Chinchilla(bootstrap=0, seed=seed, workers=workers, floor=inputs.offset_floor)
+    fit = estimator.fit(N, D, L, label=inputs.label)
     diag = {"n_points": int(len(L)), "chinchilla": dict(fit.params), "chinchilla_objective": fit.objective}
     if not fit.converged:
         return failed("parametric", f"the Chinchilla fit failed: {fit.failure}", **diag)
@@ -73,11 +72,11 @@ def parametric(inputs: Inputs, budgets, *, bootstrap=200, seed=0, confidence=0.9
     if bootstrap:
         n = len(L)
         counts = np.stack([np.bincount(ix, minlength=n) for ix in bs.resample_indices(seed, int(bootstrap), n)])
-        draws = closed_form(_draws(N, D, L, fit.params, counts.astype(float), workers), budgets)
+        draw_params, jack_params = _draws(N, D, L, estimator, fit.params, counts.astype(float), workers)
+        draws = closed_form(draw_params, budgets)
         alpha = 1 - confidence
         if interval == "bca":
-            jack = closed_form(_draws(N, D, L, fit.params, 1.0 - np.eye(n), workers), budgets)
-            lo, hi = bs.bca_interval(est, draws, jack, alpha)
+            lo, hi = bs.bca_interval(est, draws, closed_form(jack_params, budgets), alpha)
         else:
             lo, hi = bs.percentile_interval(draws, alpha)
         intervals = {k: (float(lo[i]), float(hi[i])) for i, k in enumerate(names)}
@@ -91,6 +90,6 @@ def parametric(inputs: Inputs, budgets, *, bootstrap=200, seed=0, confidence=0.9
                      "intervals": {key: (float(lo[k + i]), float(hi[k + i])) for i, key in enumerate(keys)}
                      if bootstrap else {}})
     p = fit.params
-    diag["notes"] = [f"from E={p['E']:.4g}, A={p['A']:.4g}, B={p['B']:.4g}, alpha={p['alpha']:.4g}, "
+    diag["notes"] = list(fit.diagnostics.get("notes", [])) + [f"from E={p['E']:.4g}, A={p['A']:.4g}, B={p['B']:.4g}, alpha={p['alpha']:.4g}, "
                      f"beta={p['beta']:.4g}: a = beta/(alpha+beta), gamma = alpha beta/(alpha+beta)"]
     return OptimalResult("parametric", params=params, intervals=intervals, budgets=rows, diagnostics=diag)

@@ -117,7 +117,7 @@ def kernel_line_draws(inputs: Inputs, fitted, settings: dict, grid: int, draws: 
         opt = minimise_along_compute(sur.predict, (n.min(), n.max()), (d.min(), d.max()), grid)
         return [(opt["C"], opt["N"], opt["C"] / (6.0 * opt["N"]), opt["L"])]
 
-    return lines_over_runs(optima, len(N), draws, seed)[0]
+    return lines_over_runs(optima, len(N), draws, seed, floor=inputs.offset_floor)[0]
 
 
 def surrogate(inputs: Inputs, budgets, *, kind="mlp", grid=100, surrogate_settings=None, bootstrap=200, seed=0,
@@ -162,7 +162,7 @@ def surrogate(inputs: Inputs, budgets, *, kind="mlp", grid=100, surrogate_settin
                      "include the uncertainty of the surrogate fit")
     res = laws_from_points(method, C, Nopt, C / (6.0 * Nopt), opt["L"], budgets, bootstrap=bootstrap, seed=seed,
                            confidence=confidence, workers=workers, diagnostics=diag, line_draws=coefs,
-                           line_method=line_method, gamma_draws=gammas)
+                           line_method=line_method, gamma_draws=gammas, floor=inputs.offset_floor)
     if kind == "mlp" and res.converged:
         without_line_intervals(res, f"intervals need a bootstrap over runs with surrogate refits "
                                     f"({int(bootstrap) or 200} draws x {fit_seconds:.2g} s): not computed; use the "

@@ -43,7 +43,7 @@ class Law:
         return G * (np.asarray(C, float) / 6) ** self.a
 
     @classmethod
-    def centred(cls, N_range, D_range, alpha=0.5, beta=0.3, E=1.5, term=0.5) -> "Law":
+    def centred(cls, N_range, D_range, alpha=0.5, beta=0.3, E=2.5, term=0.5) -> "Law":
         """A law whose compute-optimal path passes through the geometric centre of the (N, D) box, where the
         N term equals `term`: the optima then lie inside the sampled grid, as a well-designed sweep wants."""
         Nc, Dc = np.sqrt(np.prod(N_range)), np.sqrt(np.prod(D_range))
