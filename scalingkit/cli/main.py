@@ -28,6 +28,10 @@ def _register_subcommands():
         return
     for command in cli_fit.COMMANDS:
         cli.add_command(command)
+    from scalingkit.cli import report as cli_report
+
+    for command in cli_report.COMMANDS:
+        cli.add_command(command)
 
 
 def main(argv=None):

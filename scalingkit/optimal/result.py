@@ -198,12 +198,17 @@ def report_filename(report: OptimalReport) -> str:
 
 
 def save_report(report: OptimalReport, out_dir) -> Path:
+    """Write the report as JSON in out_dir and record it in out_dir/index.csv (fit.results.record_in_index)."""
+    from scalingkit.fit.results import record_in_index
+
     path = Path(out_dir) / report_filename(report)
+    doc = report.to_dict()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report.to_dict(), indent=1, allow_nan=False) + "\n")
+        path.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
     except OSError as exc:
         raise UserError(f"cannot write the result to {path.parent}: {exc.strerror or exc}") from None
+    record_in_index(doc, path)
     return path
 
 
