@@ -60,7 +60,7 @@ def test_epoch_example_prints_and_saves_json(tmp_path):
 @needs_epoch
 def test_epoch_example_table(tmp_path, capsys):
     code, out, err = run_main(["fit", "--form", "chinchilla", "--csv", EPOCH_CSV, *EPOCH_FLAGS, "--bootstrap", 0,
-                               "--out", tmp_path], capsys)
+                               "--verbose", "--out", tmp_path], capsys)
     assert code == 0, err
     for name in ("E", "A", "B", "alpha", "beta", "a", "b", "objective", "diagnostics"):
         assert f"\n  {name}" in out
@@ -68,7 +68,7 @@ def test_epoch_example_table(tmp_path, capsys):
 
 def test_powerlaw_on_csv_prints_slices_and_summary(grid_csv, tmp_path, capsys):
     code, out, err = run_main(["fit", "--form", "powerlaw", "--csv", grid_csv, "--n-col", "params", "--d-col",
-                               "tokens", "--bootstrap", 100, "--out", tmp_path], capsys)
+                               "tokens", "--bootstrap", 100, "--verbose", "--out", tmp_path], capsys)
     assert code == 0, err
     assert out.count("powerlaw fit [L(N)") == 4 and out.count("powerlaw fit [L(D)") == 5
     assert "alpha over D: n=4" in out and "beta over N: n=5" in out and "window:" in out
@@ -109,8 +109,21 @@ def cube(tmp_path):
     return path
 
 
+def test_the_default_output_is_one_line_per_fit(grid_csv, tmp_path, capsys):
+    """Without --verbose: per axis a header, one line per slice with its estimates, intervals and verdict, the
+    exponent's mean, and the verdict counts; the details stay in the saved JSON."""
+    code, out, err = run_main(["fit", "--form", "powerlaw", "--csv", grid_csv, "--n-col", "params", "--d-col",
+                               "tokens", "--bootstrap", 100, "--out", tmp_path], capsys)
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) <= 2 * 2 + 4 + 5 + 2 + 3, out  # two headers and column lines, 9 slices, 2 means, footers
+    assert sum(line.startswith("  ") and line.count("[") == 2 and "95%" not in line for line in lines) == 9
+    assert "alpha: mean" in out and "beta: mean" in out and out.count("slices by verdict") == 1
+    assert "powerlaw fit [" not in out  # the verbose blocks are not printed
+
+
 def test_fit_on_the_cube_saves_beside_it(cube, capsys):
-    code, out, err = run_main(["fit", "--form", "chinchilla", "--store", cube, "--bootstrap", 0], capsys)
+    code, out, err = run_main(["fit", "--form", "chinchilla", "--store", cube, "--bootstrap", 0, "--verbose"], capsys)
     assert code == 0, err
     assert "chinchilla fit [family=er64,param=" in out
     assert "E   " in out or "\n  E" in out
@@ -121,7 +134,7 @@ def test_fit_on_the_cube_saves_beside_it(cube, capsys):
     assert res["params"]["alpha"] == pytest.approx(0.3, abs=1e-3) and res["params"]["E"] == pytest.approx(2.5, abs=1e-3)
 
     code, out, err = run_main(["fit", "--form", "powerlaw", "--store", cube, "--bootstrap", 50,
-                               "--n-convention", "nonembedding", "--family", "er64"], capsys)
+                               "--n-convention", "nonembedding", "--family", "er64", "--verbose"], capsys)
     assert code == 0, err
     assert "alpha over D" in out and "beta over N" in out
 

@@ -221,7 +221,7 @@ def test_cli_fits_an_expression_and_a_one_d_one(runs_csv, tmp_path, capsys):
     code, out, err = run_main(["fit", "--form", "expr", "--expr", LAW, "--guess", "E=1.5,A=300", "--guess",
                                "B=1000,alpha=0.3,beta=0.3", "--fix", "E=1.7", "--bound", "alpha=0:1",
                                "--bound", "beta=0:", "--starts", 3, "--csv", runs_csv, "--n-col", "params",
-                               "--d-col", "tokens", "--bootstrap", 0, "--out", tmp_path], capsys)
+                               "--d-col", "tokens", "--bootstrap", 0, "--verbose", "--out", tmp_path], capsys)
     assert code == 0, err
     assert "expr fit: 30 points" in out and "\n  E " in out and "starts=3" in out
     doc = json.loads(next(tmp_path.glob("expr-*.json")).read_text())

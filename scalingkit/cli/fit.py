@@ -148,15 +148,19 @@ def _expr_settings(form, expr, guess, bounds, fixed, starts) -> dict:
     return {k: v for k, v in settings.items() if v is not None}
 
 
-def _emit(results, as_json, out_dir):
-    from scalingkit.fit.results import save_result
+def _emit(results, as_json, out_dir, verbose=True):
+    from scalingkit.cli import summaries
+    from scalingkit.fit.results import FitCollection, save_result
 
     paths = [save_result(r, out_dir) for r in results]
     if as_json:
         docs = [r.to_dict() for r in results]
         click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=1))
-    else:
+    elif verbose:
         click.echo("\n\n".join(r.table() for r in results))
+    else:
+        click.echo("\n".join(summaries.slices_table(r) if isinstance(r, FitCollection) else summaries.result_table(r)
+                             for r in results))
     for p in paths:
         click.echo(f"saved {p}", err=True)
 
@@ -174,13 +178,14 @@ def _emit(results, as_json, out_dir):
 @click.option("--budget", default=None, type=float,
               help="2-d forms: compute (FLOPs) for N_opt, D_opt, tokens per parameter (default: largest 6ND).")
 @click.option("--workers", default=None, type=click.IntRange(min=1), help="Processes (default: all cores).")
+@click.option("--verbose", is_flag=True, help="Print every fit's full block (diagnostics, window, notes), not one line each.")
 @click.option("--offset", type=click.Choice(["free", "floor"]), default="free", show_default=True,
               help="Cube, where a family's loss floor is exact: the offset (E) is fitted above the floor (free) or "
                    "fixed at it (floor; powerlaw, exponential and chinchilla).")
 @expr_options
 def fit(form, family, param, n_convention, loss_kind, store_path, csv_path, n_col, d_col, c_col, loss_col,
         group_cols, drop_top, seed, as_json, out_dir, bootstrap, interval, solver, crosscheck, budget, workers,
-        offset, expr, guess, bounds, fixed, starts):
+        verbose, offset, expr, guess, bounds, fixed, starts):
     """Fit a scaling-law form to the cube's L(N, D) (best over lr and seed) or to a CSV table.
 
     powerlaw/exponential: 1-d fits L(N) at every D and L(D) at every N, with wild-bootstrap BCa intervals,
@@ -220,7 +225,7 @@ def fit(form, family, param, n_convention, loss_kind, store_path, csv_path, n_co
         _record_loss(result.results, df)
         result.provenance["loss"] = sorted(set(df["loss_kind"])) if "loss_kind" in df else "csv"
         _note_floors(result.results, floors)
-        _emit([result], as_json, out_dir)
+        _emit([result], as_json, out_dir, verbose)
         if not any(r.converged for r in result.results):
             raise click.ClickException(f"every {form} fit failed (see the diagnostics above)")
         return
@@ -249,7 +254,7 @@ def fit(form, family, param, n_convention, loss_kind, store_path, csv_path, n_co
         results.append(r)
     _record_loss(results, df)
     _note_floors(results, floors)
-    _emit(results, as_json, out_dir)
+    _emit(results, as_json, out_dir, verbose)
     failed = [r for r in results if not r.converged]
     if failed:
         raise click.ClickException(f"{len(failed)} of {len(results)} {form} fit(s) failed: {failed[0].failure}")

@@ -1,0 +1,106 @@
+"""What `fit` prints by default: one compact table per form, one line per fit (estimates with their intervals, the
+verdict), its notes counted. `--verbose` prints every fit's full block instead, and the JSON saved beside the cube
+always holds everything."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+FIXED = {"N": "D", "D": "N"}
+
+
+def num(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.{digits}g}"
+
+
+def with_interval(result, name: str, digits: int = 4) -> str:
+    value = result.params.get(name)
+    iv = result.intervals.get(name)
+    text = num(value, digits)
+    return text + (f" [{num(iv[0], digits)}, {num(iv[1], digits)}]" if iv else "")
+
+
+def _group_label(group: dict) -> str:
+    return "/".join(str(v) for v in group.values()) or "all rows"
+
+
+def _floor_text(r) -> str:
+    floor = r.diagnostics.get("loss_floor")
+    if floor is None:
+        return ""
+    kind = r.diagnostics.get("loss_floor_kind", "exact")
+    return f"floor {floor:.4f} ({kind})"
+
+
+def slices_table(collection) -> str:
+    """The 1-d fits of a table: per group and axis, one line per slice and the exponents' summary."""
+    blocks = defaultdict(list)
+    for r in collection.results:
+        blocks[(_group_label(r.provenance.get("group", {})), r.provenance.get("axis", "x"))].append(r)
+    lines = []
+    notes = 0
+    for (group, axis), results in blocks.items():
+        names = results[0].state.get("names") or list(results[0].params)
+        offset, exponent = names[0], names[2]
+        first = results[0]
+        loss = first.provenance.get("loss", "")
+        head = f"{collection.form} L({axis}) at fixed {FIXED.get(axis, '?')}  [{group}]"
+        head += f"  {loss} loss" if loss else ""
+        floor = _floor_text(first)
+        lines.append(head + (f"  {floor}" if floor else ""))
+        lines.append(f"  {FIXED.get(axis, 'fixed'):>10}  {offset + ' [95%]':<26} {exponent + ' [95%]':<26} "
+                     f"{'LOO pow/exp':>11}  verdict")
+        exps = []
+        for r in results:
+            fixed = r.provenance.get("fixed", {})
+            where = num(next(iter(fixed.values()), math.nan), 3)
+            if not r.converged:
+                lines.append(f"  {where:>10}  failed: {r.failure}")
+                continue
+            v = r.diagnostics.get("verdict") or {}
+            ratio = v.get("cv_ratio_power_vs_exp", r.diagnostics.get("mse_ratio_power_vs_exp"))
+            call = v.get("verdict", "")
+            if r.diagnostics.get("at_bound") and offset in r.diagnostics["at_bound"]:
+                call += " (offset at floor)"
+            lines.append(f"  {where:>10}  {with_interval(r, offset):<26} {with_interval(r, exponent, 3):<26} "
+                         f"{num(ratio, 3):>11}  {call}")
+            exps.append(r.params[exponent])
+            notes += len(r.diagnostics.get("notes", []))
+        if exps:
+            mean = sum(exps) / len(exps)
+            sd = math.sqrt(sum((e - mean) ** 2 for e in exps) / (len(exps) - 1)) if len(exps) > 1 else math.nan
+            lines.append(f"  {exponent}: mean {num(mean, 3)}, sd {num(sd, 3)} over {len(exps)} slices")
+    counts = collection.verdict_counts()
+    if counts:
+        lines.append("slices by verdict: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    skipped = collection.summary.get("skipped")
+    if skipped:
+        lines.append(f"skipped: {skipped}")
+    if notes:
+        lines.append(f"{notes} note(s) on these fits: --verbose or the saved JSON")
+    return "\n".join(lines)
+
+
+def result_table(result) -> str:
+    """A 2-d (or expression) fit in a few lines: every parameter and derived value with its interval."""
+    group = _group_label(result.provenance.get("group", {})) if result.provenance.get("group") else ""
+    loss = result.provenance.get("loss", "")
+    head = f"{result.form}" + (f"  [{group}]" if group else "") + (f"  {loss} loss" if loss else "")
+    floor = _floor_text(result)
+    lines = [head + (f"  {floor}" if floor else "")]
+    if not result.converged:
+        lines.append(f"  FAILED: {result.failure} (estimates withheld)")
+        return "\n".join(lines)
+    cells = [f"{name} {with_interval(result, name)}" for name in result.params]
+    derived = getattr(result, "derived", {}) or {}
+    cells += [f"{name} {num(value)}" + (f" [{num(result.intervals[name][0])}, {num(result.intervals[name][1])}]"
+                                        if name in result.intervals else "") for name, value in derived.items()]
+    for i in range(0, len(cells), 3):
+        lines.append("  " + "   ".join(cells[i:i + 3]))
+    for note in result.diagnostics.get("notes", []):
+        lines.append(f"  note: {note}")
+    return "\n".join(lines)
