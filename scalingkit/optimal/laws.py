@@ -55,6 +55,8 @@ def fit_line(logC, logY, budgets_logC, confidence: float):
 
     X = sm.add_constant(logC, has_constant="add")
     res = sm.OLS(logY, X).fit()
+    with np.errstate(divide="ignore", invalid="ignore"):  # a constant log Y (one distinct N): R^2 is undefined
+        r2 = float(res.rsquared)
     alpha = 1 - confidence
     ci = np.asarray(res.conf_int(alpha))
     Xb = sm.add_constant(np.asarray(budgets_logC, dtype=float), has_constant="add")
@@ -63,7 +65,7 @@ def fit_line(logC, logY, budgets_logC, confidence: float):
     return {
         "slope": float(res.params[1]), "slope_ci": (float(ci[1, 0]), float(ci[1, 1])),
         "k": float(np.exp(res.params[0])), "k_ci": (float(np.exp(ci[0, 0])), float(np.exp(ci[0, 1]))),
-        "at": np.exp(pred.predicted_mean), "at_ci": np.exp(band), "r2": float(res.rsquared),
+        "at": np.exp(pred.predicted_mean), "at_ci": np.exp(band), "r2": r2,
     }
 
 
@@ -182,6 +184,12 @@ def laws_from_points(method: str, C, N, D, L, budgets, *, bootstrap=200, seed=0,
     points = {"C": C.tolist(), "N": N.tolist(), "D": D.tolist(), "L": L.tolist()}
     if len(C) < MIN_LINE_POINTS or np.ptp(np.log(C)) == 0:
         diag["failure"] = f"{len(C)} compute-optimal point(s); the laws need at least {MIN_LINE_POINTS}"
+        return OptimalResult(method, points=points, diagnostics=diag, converged=False)
+    if len(np.unique(N)) < 2:
+        # every optimum at one size: N_opt does not move with C over the sampled range, so a and b are not
+        # estimates (a line through one N has slope 0 by construction)
+        diag["failure"] = (f"every compute-optimal point is at one N ({N[0]:.3g}): a and b are not identified over "
+                           "the sampled sizes")
         return OptimalResult(method, points=points, diagnostics=diag, converged=False)
     gamma_draws = None if gamma_draws is None else np.asarray(gamma_draws, dtype=float)
     by_runs = gamma_draws is not None and np.isfinite(gamma_draws).sum() >= 2
