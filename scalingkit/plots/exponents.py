@@ -10,6 +10,10 @@ The x axis is the family's entropy in nats per token:
 - unknown for natural text: such families are not placed on the axis; the figure lists their exponents below it.
 The points, their provenance (the fitted table's sha256, fit settings, versions) and the skipped groups are written
 beside the figure as JSON, so that every plotted number can be traced.
+
+Below the entropy panels the figure shows every slice's exponent against its fixed variable (alpha at each D, beta
+at each N) with its 95% interval as a band, one line per (family, param): with one family (the demo's store) the
+figure still shows what was measured, and a slice that drifts with D or N is seen, not averaged away.
 """
 from __future__ import annotations
 
@@ -35,14 +39,18 @@ class ExponentPoint:
     alpha: dict  # summary of alpha over D: n, mean, std, min, max, and at_bound (fits left out: exponent at a bound)
     beta: dict  # summary of beta over N, likewise
     provenance: dict = field(default_factory=dict)
+    # every fitted slice: axis (N: alpha at fixed D; D: beta at fixed N), fixed (its D or N), value, interval
+    # ([lo, hi], NaN without a bootstrap), at_bound, verdict
+    slices: list = field(default_factory=list)
 
 
-def exponent_points(store_path, n_convention: str = "total", bootstrap: int = 0, seed: int = 0
+def exponent_points(store_path, n_convention: str = "total", bootstrap: int = 0, seed: int = 0, floors=None
                     ) -> tuple[list[ExponentPoint], list[str]]:
     """One point per (family, param) with enough runs for at least one 1-d slice fit; and why the others have none.
-    bootstrap = 0: the spread across slices is the summary the figure draws (intervals cost 4,000 refits each)."""
+    bootstrap = 0: the spread across slices is the summary the figure draws (intervals cost 4,000 refits each);
+    bootstrap > 0 also gives each slice's exponent its interval (the figure's bands). floors: family -> (floor,
+    kind) to bound the offsets as `scalingkit fit` does (store.family_floors); None fits them free."""
     from scalingkit import store
-    from scalingkit.fit.results import summarise
     from scalingkit.fit.slices import fit_slices
 
     ds = store.open_cube(store_path)
@@ -52,58 +60,145 @@ def exponent_points(store_path, n_convention: str = "total", bootstrap: int = 0,
         return points, ["the cube has no finished runs"]
     for (family, param), g in df.groupby(["family", "param"], sort=True):
         try:
-            fits = fit_slices(g[["N", "D", "loss"]], "powerlaw", group_cols=[], bootstrap=bootstrap, seed=seed)
+            fits = fit_slices(g[["N", "D", "loss"]], "powerlaw", group_cols=[], bootstrap=bootstrap, seed=seed,
+                              floors={family: floors[family]} if floors and family in floors else None)
         except UserError as e:
             skipped.append(f"{family}/{param}: {e}")
             continue
-        by_axis, at_bound = {"N": [], "D": []}, {"N": 0, "D": 0}
         for r in fits.results:
+            r.provenance["group"] = {"family": family, "param": param}
+        points += points_from_collection(fits, ds, {**fits.provenance, "n_convention": n_convention,
+                                                    "store": str(store_path)})
+    return points, skipped
+
+
+def points_from_collection(fits, ds, provenance: dict | None = None) -> list[ExponentPoint]:
+    """The exponent points of a collection of 1-d power-law fits (one per (family, param) among its results'
+    groups), placed at each family's entropy in the opened cube `ds`."""
+    from scalingkit.fit.results import summarise
+
+    groups = {}
+    for r in fits.results:
+        g = r.provenance.get("group", {})
+        groups.setdefault((g.get("family"), g.get("param")), []).append(r)
+    points = []
+    for (family, param), results in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        by_axis, at_bound, slices = {"N": [], "D": []}, {"N": 0, "D": 0}, []
+        for r in results:
             axis = r.provenance["axis"]
             name = "alpha" if axis == "N" else "beta"
-            if not r.converged:
+            if not r.converged or name not in r.params:
                 continue
-            if name in r.diagnostics.get("at_bound", []):  # the exponent pinned at its bound: no estimate
+            pinned = name in r.diagnostics.get("at_bound", [])
+            other = "D" if axis == "N" else "N"
+            slices.append({"axis": axis, "fixed": float(r.provenance.get("fixed", {}).get(other, np.nan)),
+                           "value": float(r.params[name]),
+                           "interval": list(r.intervals.get(name, (np.nan, np.nan))), "at_bound": pinned,
+                           "verdict": (r.diagnostics.get("verdict") or {}).get("verdict")})
+            if pinned:  # the exponent pinned at its bound: no estimate
                 at_bound[axis] += 1
                 continue
             by_axis[axis].append(r.params[name])
         entropy, kind = family_entropy(ds, family)
         alpha, beta = summarise(by_axis["N"]), summarise(by_axis["D"])
         alpha["at_bound"], beta["at_bound"] = at_bound["N"], at_bound["D"]
-        points.append(ExponentPoint(family, param, entropy, kind, alpha, beta,
-                                    {**fits.provenance, "n_convention": n_convention, "store": str(store_path)}))
-    return points, skipped
+        points.append(ExponentPoint(family, param, entropy, kind, alpha, beta, dict(provenance or fits.provenance),
+                                    sorted(slices, key=lambda x: (x["axis"], x["fixed"]))))
+    return points
 
 
 def plot_exponents(points: list[ExponentPoint], path, skipped: list[str] = ()) -> Path:
-    """Two panels, alpha and beta against entropy; error bars are the spread (s.d.) across the fixed variable."""
-    from scalingkit.plots.curves import _pyplot, save_figure
+    """The figure (exponents_figure) written to `path`."""
+    from scalingkit.plots import style
 
-    plt = _pyplot()
+    return style.save(exponents_figure(points, skipped), path)
 
+
+def exponents_figure(points: list[ExponentPoint], skipped: list[str] = (), n_convention: str = "total"):
+    """Top: alpha and beta against entropy (mean over slices, +- s.d. as a bar; parameterisations side by side).
+    Bottom: every slice's exponent against its fixed variable with its 95% interval as a band."""
+    from matplotlib.lines import Line2D
+
+    from scalingkit.plots import style
+
+    fig, axes = style.figure(2, 2, size=(12.5, 8.2), gridspec_kw={"height_ratios": [1, 1.1]})
     placed = [p for p in points if np.isfinite(p.entropy)]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
-    colours = {f: plt.get_cmap("tab10")(i % 10) for i, f in enumerate(sorted({p.family for p in points}))}
-    for ax, name, over in ((axes[0], "alpha", "D"), (axes[1], "beta", "N")):
+    families = sorted({p.family for p in points})
+    plt = style.pyplot()
+    colours = {f: plt.get_cmap("tab10")(i % 10) for i, f in enumerate(families)}
+    params = sorted({p.param for p in points})
+    dodge = {par: (i - (len(params) - 1) / 2) for i, par in enumerate(params)}
+    entropies = [p.entropy for p in placed]
+    span = (max(entropies) - min(entropies)) if entropies else 0.0
+    width = max(span, 0.5) * 0.02
+    for col, (name, over, axis) in enumerate((("alpha", "D", "N"), ("beta", "N", "D"))):
+        ax = axes[0, col]
+        drawn = 0
         for p in placed:
             s = getattr(p, name)
             if not s["n"]:
                 continue
             estimated = p.entropy_kind == "estimate"
-            ax.errorbar(p.entropy, s["mean"], yerr=s["std"] if s["n"] > 1 else None, fmt=MARKERS.get(p.param, "^"),
-                        color=colours[p.family], capsize=3, mfc="none" if estimated else None,
-                        label=f"{p.family}/{p.param}" + (" (entropy estimated)" if estimated else ""))
-        ax.set(xlabel="entropy (nats per token)", ylabel=f"{name}: mean over {over} (+- s.d.)",
-               title=f"L({'N' if name == 'alpha' else 'D'}) exponent {name} against entropy")
+            x = p.entropy + dodge[p.param] * 2.5 * width
+            c = colours[p.family]
+            if s["n"] > 1 and np.isfinite(s["std"]):
+                ax.fill_between([x - width, x + width], s["mean"] - s["std"], s["mean"] + s["std"], color=c,
+                                alpha=0.25, lw=0)
+            ax.plot([x], [s["mean"]], MARKERS.get(p.param, "^"), color=c, ms=7, mfc="none" if estimated else c)
+            drawn += 1
+        if entropies:
+            pad = max(span * 0.15, 0.25)
+            ax.set_xlim(min(entropies) - pad, max(entropies) + pad)
+        if not drawn:
+            ax.set_yticks([])
+            ax.text(0.5, 0.5, f"no L({axis}) slice fitted" + _why(points, name), transform=ax.transAxes,
+                    ha="center", va="center", color="0.4", fontsize=9, wrap=True)
+        ax.set(xlabel="entropy (nats per token)", ylabel=f"{name}: mean over {over} (+- s.d.)")
+        ax.set_title(f"L({axis}) exponent {name} against entropy", fontsize=10)
         ax.grid(True, alpha=0.3)
-    if placed:
-        axes[1].legend(fontsize=8)
+        # bottom: per slice, against the fixed variable
+        bx = axes[1, col]
+        n_lines = 0
+        for p in points:
+            rows = [r for r in p.slices if r["axis"] == axis and not r["at_bound"]]
+            if not rows:
+                continue
+            x = np.array([r["fixed"] for r in rows])
+            y = np.array([r["value"] for r in rows])
+            lo = np.array([r["interval"][0] if r["interval"][0] is not None else np.nan for r in rows], float)
+            hi = np.array([r["interval"][1] if r["interval"][1] is not None else np.nan for r in rows], float)
+            c = colours[p.family]
+            ls = "-" if p.param == params[0] else "--"
+            bx.plot(x, y, MARKERS.get(p.param, "^") + ls, color=c, ms=5, lw=1.2)
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            if ok.any():
+                bx.fill_between(x[ok], lo[ok], hi[ok], color=c, alpha=0.2, lw=0)
+            n_lines += 1
+        bx.set_title(f"{name} of each L({axis}) slice against its {over} (band: 95% interval)", fontsize=10)
+        bx.set_xlabel(style.D_LABEL if over == "D" else style.n_label(n_convention))
+        bx.set_ylabel(name)
+        bx.grid(True, alpha=0.3)
+        if n_lines:
+            style.log_axis(bx, "x", "count")
+        else:
+            bx.set_xticks([])
+            bx.set_yticks([])
+            bx.text(0.5, 0.5, f"no L({axis}) slice fitted", transform=bx.transAxes, ha="center", va="center",
+                    color="0.4")
+    handles = [Line2D([], [], color=colours[f], lw=6, alpha=0.6, label=f) for f in families]
+    handles += [Line2D([], [], marker=MARKERS.get(par, "^"), ls="-" if par == params[0] else "--", color="0.3",
+                       label=par) for par in params]
+    if any(p.entropy_kind == "estimate" for p in placed):
+        handles.append(Line2D([], [], marker="o", ls="none", color="0.3", mfc="none", label="entropy estimated"))
     notes = figure_notes(points, skipped)
-    if notes:
-        fig.text(0.01, 0.01, "\n".join(notes[:6]), fontsize=7, va="bottom")
-        fig.tight_layout(rect=(0, 0.04 * min(len(notes), 6), 1, 1))
-    else:
-        fig.tight_layout()
-    return save_figure(fig, path)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False,
+               title="\n".join(notes[:6]) if notes else None, title_fontsize=7)
+    return fig
+
+
+def _why(points, name) -> str:
+    at_bound = sum(getattr(p, name).get("at_bound", 0) for p in points)
+    return f" ({at_bound} at a bound left out)" if at_bound else " (too few distinct values per slice)"
 
 
 def figure_notes(points: list[ExponentPoint], skipped: list[str] = ()) -> list[str]:
@@ -120,13 +215,18 @@ def _fmt(s: dict) -> str:
     return f"{s['mean']:.3g}" + (f" +- {s['std']:.2g}" if s["n"] > 1 else "") + f" ({s['n']} fits{bound})"
 
 
-def plot_store_exponents(store_path, out_dir, n_convention: str = "total") -> tuple[list[Path], list[str]]:
-    """The figure and its JSON for a cube; returns (files written, groups skipped). No file when nothing fits."""
-    points, skipped = exponent_points(store_path, n_convention)
+def plot_store_exponents(store_path, out_dir, n_convention: str = "total", bootstrap: int = 400
+                         ) -> tuple[list[Path], list[str]]:
+    """The figure and its JSON for a cube; returns (files written, groups skipped). No file when nothing fits.
+    bootstrap: wild-bootstrap draws per slice for the bands (400 give a 95% interval to the second digit)."""
+    points, skipped = exponent_points(store_path, n_convention, bootstrap=bootstrap)
     if not points:
         return [], skipped
     out_dir = Path(out_dir)
-    figure = plot_exponents(points, out_dir / f"exponents-entropy-{n_convention}.png", skipped)
+    from scalingkit.plots import style
+
+    figure = style.save(exponents_figure(points, skipped, n_convention),
+                        out_dir / f"exponents-entropy-{n_convention}.png")
     doc = out_dir / f"exponents-entropy-{n_convention}.json"  # non-finite numbers become null (strict JSON)
     doc.write_text(json.dumps(jsonable({"points": [asdict(p) for p in points], "skipped": skipped}), indent=1,
                               allow_nan=False) + "\n")
