@@ -11,6 +11,8 @@ Who writes what, so that concurrent writers never lose data:
   run dimension), and never touches `status`, metadata or attributes.
 A run is `done` only once its curve is fully written and the coordinator has recorded it: a worker killed half-way
 leaves `status` at `missing` (possibly with a partial curve, which the next run overwrites).
+Growth and the schema upgrade go through a journal (journal.py) and every metadata write is atomic (atomic.py), so
+an interruption leaves the old cube or the new one, never a mix.
 
 `status` is an int8 code with CF `flag_values`/`flag_meanings` attributes in one chunk per store rather than one per
 run: `scalingkit status` must read 10,000 runs in well under two seconds, and zarr costs ~0.2 ms per chunk read;
@@ -22,6 +24,8 @@ import json
 import os
 import platform
 import shutil
+import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from scalingkit.errors import StoreError
+from scalingkit.store import journal
 
 SCHEMA_VERSION = 2
 RUN_DIMS = ("family", "param", "N", "D", "lr", "seed")
@@ -80,11 +85,34 @@ def package_versions() -> dict:
     return out
 
 
+_LOCKS: dict = {}
+_LOCKS_GUARD = threading.Lock()
+
+
 def lock(path: str | os.PathLike):
-    """The store's coordinator lock (a file beside the store, so zarr never sees it)."""
+    """The store's lock (a file beside the store, so zarr never sees it). One object per store and process, so that
+    code already holding it may take it again (a fresh FileLock on the same file would wait for itself forever);
+    threads and processes still exclude each other."""
     from filelock import FileLock
 
-    return FileLock(str(Path(path)) + ".lock")
+    key = os.path.abspath(str(path)) + ".lock"
+    with _LOCKS_GUARD:
+        if key not in _LOCKS:
+            _LOCKS[key] = FileLock(key)
+        return _LOCKS[key]
+
+
+def finish_interrupted(path) -> str | None:
+    """Finish (or undo) a growth or upgrade that a kill, Ctrl-C or full disk interrupted: before anything reads the
+    store. Returns None, "finished" or "undone"."""
+    if not journal.pending(path):
+        return None
+    try:
+        with lock(path):
+            return journal.recover(path)
+    except OSError as exc:
+        raise StoreError(f"store {path} has an interrupted growth to finish, which needs write access to its "
+                         f"folder: {exc}") from None
 
 
 # ---------------------------------------------------------------- opening and checking
@@ -116,6 +144,7 @@ def open_group(path, mode="r"):
     path = Path(path)
     if not (path / "zarr.json").exists():
         raise StoreError(f"no cube at {path} (run `scalingkit train SWEEP.toml --fill-missing` to create one)")
+    finish_interrupted(path)
     with _reading(path):
         group = zarr.open_group(str(path), mode=mode, zarr_format=3)
         version = group.attrs.get("schema_version")
@@ -134,18 +163,40 @@ def open_group(path, mode="r"):
 
 
 def upgrade(path) -> bool:
-    """Coordinator only, holding the lock: bring an older store to the current schema by adding the arrays it lacks
-    (empty, so its runs read NaN there) and then the version. Idempotent: an upgrade cut short is finished next time.
-    Returns True when something was added."""
-    group = open_group(path, mode="r+")
-    version = group.attrs["schema_version"]
-    if version == SCHEMA_VERSION:
-        return False
-    run_shape = tuple(group[d].shape[0] for d in RUN_DIMS)
-    absent = [v for v in REQUIRED if not (Path(path) / v / "zarr.json").exists()]
-    _create_run_arrays(group, run_shape, group["point"].shape[0], only=absent)
-    group.attrs["schema_version"] = SCHEMA_VERSION
+    """Bring an older store to the current schema by adding the arrays it lacks (empty, so its runs read NaN there)
+    and the version, all at once (journal.py). Takes the store's lock. Returns True when something was added."""
+    path = Path(path)
+    with lock(path):
+        group = open_group(path)
+        version = group.attrs["schema_version"]
+        if version == SCHEMA_VERSION:
+            return False
+        run_shape = tuple(group[d].shape[0] for d in RUN_DIMS)
+        absent = [v for v in REQUIRED if not (path / v / "zarr.json").exists()]
+        steps = [{"file": f"{name}/zarr.json", "old": None, "new": text}
+                 for name, text in _array_metadata(run_shape, group["point"].shape[0], absent).items()]
+        journal.apply(path, "upgrade", steps + [_root_step(path, schema_version=SCHEMA_VERSION)])
     return True
+
+
+def _array_metadata(run_shape: tuple, n_points: int, names: list) -> dict:
+    """name -> the zarr.json text of a new, empty array, exactly as _create_run_arrays makes it (in memory)."""
+    import zarr
+    from zarr.storage import MemoryStore
+
+    files: dict = {}
+    _create_run_arrays(zarr.open_group(MemoryStore(store_dict=files), mode="w", zarr_format=3), run_shape, n_points,
+                       only=names)
+    return {name: files[f"{name}/zarr.json"].to_bytes().decode() for name in names}
+
+
+def _root_step(path: Path, **attributes) -> dict:
+    """A journal step rewriting the group metadata with these attributes changed. Every change rewrites it (even
+    unchanged), so a reader can tell by its file whether the cube changed while it read (_consistent)."""
+    old = (path / "zarr.json").read_text()
+    doc = json.loads(old)
+    doc.setdefault("attributes", {}).update(attributes)
+    return {"file": "zarr.json", "old": old, "new": json.dumps(doc, indent=2, allow_nan=True)}
 
 
 def open_cube(path, decode_status: bool = True):
@@ -154,14 +205,17 @@ def open_cube(path, decode_status: bool = True):
     Equivalent to `xr.open_zarr(path, chunks=None, consolidated=False)` plus those two conveniences."""
     import xarray as xr
 
-    version = open_group(path).attrs["schema_version"]  # clear errors before xarray's
-    with _reading(path):
-        ds = xr.open_zarr(str(path), chunks=None, consolidated=False)
-        for name in set(REQUIRED) - set(required(version)):  # an older store: measurements it never made are NaN
-            dims = RUN_DIMS + (("point",) if name in CURVE_VARS else ())
-            ds[name] = (dims, np.full(tuple(ds.sizes[d] for d in dims), np.nan))
-        ds = ds.sortby([d for d in ("N", "D", "lr", "seed") if ds.sizes[d] > 1])
-        codes = ds["status"].values
+    def read():
+        version = open_group(path).attrs["schema_version"]  # clear errors before xarray's
+        with _reading(path):
+            ds = xr.open_zarr(str(path), chunks=None, consolidated=False)
+            for name in set(REQUIRED) - set(required(version)):  # an older store: measurements it never made are NaN
+                dims = RUN_DIMS + (("point",) if name in CURVE_VARS else ())
+                ds[name] = (dims, np.full(tuple(ds.sizes[d] for d in dims), np.nan))
+            ds = ds.sortby([d for d in ("N", "D", "lr", "seed") if ds.sizes[d] > 1])
+            return ds, ds["status"].values
+
+    ds, codes = _consistent(path, read)
     if decode_status:
         ds["status"] = (ds["status"].dims, np.asarray(STATUS, dtype=object)[codes], {"long_name": "run status"})
     return ds
@@ -169,10 +223,34 @@ def open_cube(path, decode_status: bool = True):
 
 def read_status(path) -> tuple[dict, np.ndarray]:
     """(coordinates, status codes) without xarray: the fast path behind `scalingkit status`."""
-    group = open_group(path)
-    with _reading(path):
-        coords = {d: group[d][:] for d in RUN_DIMS}
-        return coords, np.asarray(group["status"][:])
+    def read():
+        group = open_group(path)
+        with _reading(path):
+            coords = {d: group[d][:] for d in RUN_DIMS}
+            return coords, np.asarray(group["status"][:])
+
+    return _consistent(path, read)
+
+
+def _consistent(path, read):
+    """read(), again if the cube grew meanwhile (another coordinator, holding the lock): every change rewrites the
+    group metadata file, so the same file before and after, and no change under way, means one consistent view."""
+    meta = Path(path) / "zarr.json"
+    for _ in range(100):
+        before = _stamp(meta)
+        out = read()
+        if not journal.pending(path) and _stamp(meta) == before:
+            return out
+        time.sleep(0.05)
+    raise StoreError(f"store {path} kept changing while it was read; try again")
+
+
+def _stamp(meta: Path):
+    try:
+        st = meta.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def attrs(path) -> dict:
@@ -248,6 +326,7 @@ def create(path, coords: dict, n_points: int, shapes: dict, n_params: dict, fami
     })
     tmp = path.with_name(path.name + ".creating")
     shutil.rmtree(tmp, ignore_errors=True)
+    journal.path_of(path).unlink(missing_ok=True)  # left by a store that was deleted by hand
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.to_zarr(str(tmp), mode="w-", consolidated=False, zarr_format=3)
     _create_run_arrays(zarr.open_group(str(tmp), mode="r+"), tuple(len(coords[d]) for d in RUN_DIMS), n_points)
@@ -255,39 +334,68 @@ def create(path, coords: dict, n_points: int, shapes: dict, n_params: dict, fami
 
 
 def grow(path, coords: dict, shapes: dict, n_params: dict, families: dict) -> dict:
-    """Append new labels along run dimensions, keeping every stored run: resizing only rewrites array metadata, and
-    since every run dimension is chunked by 1 the existing chunks keep their keys. Returns what was added."""
-    upgrade(path)
-    group = open_group(path, mode="r+")
-    added = {}
-    for dim in RUN_DIMS:
-        have = list(group[dim][:])
-        new = [x for x in coords[dim] if not _contains(have, x)]
-        if not new:
-            continue
-        added[dim] = new
-        start = len(have)
-        for name, arr in group.arrays():
+    """Append new labels along run dimensions, keeping every stored run: only array metadata (the shapes) and the
+    small arrays (labels, n_layer, d_model, n_params, floors) change; since every run dimension is chunked by 1, the
+    existing chunks keep their keys. All of it is one journalled change (journal.py): a kill, Ctrl-C or full disk at
+    any moment leaves the old cube or the new one. Takes the store's lock. Returns what was added."""
+    path = Path(path)
+    with lock(path):
+        upgrade(path)
+        group = open_group(path)
+        labels = {d: [_plain(x) for x in group[d][:]] for d in RUN_DIMS}
+        added = {}
+        for dim in RUN_DIMS:
+            new = [x for x in coords[dim] if not _contains(labels[dim], x)]
+            if new:
+                added[dim] = new
+                labels[dim] = labels[dim] + [_plain(np.asarray(x, dtype=LABEL_DTYPES[dim]).item()) for x in new]
+        sizes = {d: len(labels[d]) for d in RUN_DIMS}
+        steps = []
+        for name, arr in sorted(group.arrays()):
             dims = arr.metadata.dimension_names or ()
-            if dim in dims:
-                axis = dims.index(dim)
-                shape = list(arr.shape)
-                shape[axis] = start + len(new)
-                arr.resize(tuple(shape))
-        group[dim][start:] = np.asarray(new, dtype=LABEL_DTYPES[dim])
-        if dim == "N":
-            group["n_layer"][start:] = np.array([shapes[n][0] for n in new], dtype=np.int64)
-            group["d_model"][start:] = np.array([shapes[n][1] for n in new], dtype=np.int64)
-    # per-(family, N) and per-family values for every label, new or old (cheap, and keeps them consistent)
-    fam_labels = [str(f) for f in group["family"][:]]
-    n_labels = [int(n) for n in group["N"][:]]
-    group["n_params"][:] = np.array([[n_params.get((f, n), -1) for n in n_labels] for f in fam_labels], dtype=np.int64)
-    known = dict(group.attrs.get("families", {}))
-    known.update(families)
-    group["entropy_rate"][:] = np.array([_nan(known[f].get("entropy_rate")) for f in fam_labels])
-    group["loss_floor"][:] = np.array([_nan(known[f].get("loss_floor")) for f in fam_labels])
-    group.attrs["families"] = known
+            shape = tuple(sizes.get(d, n) for d, n in zip(dims, arr.shape))
+            if shape != tuple(arr.shape):
+                steps.append(_shape_step(path, name, shape))
+        # per-(family, N) and per-family values for every label, new or old (keeps them consistent)
+        known = dict(group.attrs.get("families", {}))
+        known.update(families)
+        fam, ns = labels["family"], labels["N"]
+        small = {**{d: labels[d] for d in added},
+                 "n_layer": [shapes[n][0] for n in ns], "d_model": [shapes[n][1] for n in ns],
+                 "n_params": [[n_params.get((f, n), -1) for n in ns] for f in fam],
+                 "entropy_rate": [_nan(known[f].get("entropy_rate")) for f in fam],
+                 "loss_floor": [_nan(known[f].get("loss_floor")) for f in fam]}
+        for name, new in small.items():
+            old = group[name][:]
+            if old.shape != np.shape(new) or not np.array_equal(old, np.asarray(new, dtype=old.dtype),
+                                                                 equal_nan=old.dtype.kind == "f"):
+                dtype = "object" if old.dtype.kind not in "if" else str(old.dtype)
+                steps.append({"values": name, "dtype": dtype, "old": [_plain(x) for x in old.tolist()],
+                              "new": new})
+        if steps or known != group.attrs.get("families", {}):
+            journal.apply(path, "grow", steps + [_root_step(path, families=known)])
     return added
+
+
+def _shape_step(path: Path, name: str, shape: tuple) -> dict:
+    """A journal step resizing one array: its metadata with the new shape (growing never moves or deletes a chunk)."""
+    old = (path / name / "zarr.json").read_text()
+    doc = json.loads(old)
+    doc["shape"] = list(shape)
+    return {"file": f"{name}/zarr.json", "old": old, "new": json.dumps(doc, indent=2, allow_nan=True)}
+
+
+def _plain(x):
+    """A label or value as plain JSON (the journal's): str, int or float, nested lists kept."""
+    if isinstance(x, list):
+        return [_plain(v) for v in x]
+    if isinstance(x, (str, np.str_)):
+        return str(x)
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    return float(x)
 
 
 def _contains(labels, x) -> bool:
@@ -297,8 +405,15 @@ def _contains(labels, x) -> bool:
 
 
 def set_attrs(path, **values) -> None:
-    group = open_group(path, mode="r+")
-    group.attrs.update(values)
+    """Change attributes: one atomic rewrite of the group metadata, under the store's lock (read, update, write)."""
+    path = Path(path)
+    with lock(path):
+        open_group(path)  # a clear error for a missing or damaged store; an interrupted growth finished first
+        try:
+            journal.write_file(path, "zarr.json", _root_step(path, **values)["new"])
+        except OSError as exc:
+            raise StoreError(f"could not write the attributes of the store {path} ({exc.strerror or exc}); "
+                             "they are as they were") from None
 
 
 # ---------------------------------------------------------------- run writes
