@@ -63,3 +63,78 @@ def format_rows(rows: list[dict]) -> str:
 
 
 COMMANDS = [results]
+
+
+@click.command()
+@click.option("--store", "store_path", default=DEFAULT_STORE, show_default=True, help="Path of the cube.")
+@click.option("--out", "out", default=None, type=click.Path(dir_okay=False),
+              help="The HTML page to write (default: report.html beside the store).")
+@click.option("--markdown", "markdown", default=None, type=click.Path(dir_okay=False),
+              help="Also write the report as Markdown to FILE (figures in FILE's stem + '-figures/').")
+@click.option("--fits", "fits_dir", default=None, type=click.Path(file_okay=False),
+              help="Folder of saved results to reuse and to save new ones in (default: fits/ beside the store).")
+@click.option("--n-convention", type=click.Choice(["total", "nonembedding"]), default="total", show_default=True,
+              help="N counts all parameters or the non-embedding ones, everywhere in the report.")
+@click.option("--loss", "loss_kind", type=click.Choice(["auto", "exact", "sampled"]), default="auto",
+              show_default=True, help="Which loss to fit (auto: exact for every family whose runs all have it).")
+@click.option("--bootstrap", default=4000, show_default=True, type=click.IntRange(min=0),
+              help="Missing 1-d power-law fits: wild-bootstrap draws per slice.")
+@click.option("--bootstrap-2d", default=200, show_default=True, type=click.IntRange(min=0),
+              help="A missing Chinchilla fit: bootstrap draws over runs.")
+@click.option("--forms", default="chinchilla,kaplan,mlp,kernel", show_default=True,
+              help="A missing comparison: the 2-d forms to compare.")
+@click.option("--splits", default=20, show_default=True, type=click.IntRange(min=1),
+              help="A missing comparison: random 80/20 splits.")
+@click.option("--method", "methods", default="all", show_default=True,
+              help="A missing compute-optimal analysis: its methods (comma-separated, or all).")
+@click.option("--optimal-bootstrap", default=200, show_default=True, type=click.IntRange(min=0),
+              help="A missing compute-optimal analysis: bootstrap draws.")
+@click.option("--budget", "budgets", multiple=True, type=float,
+              help="A missing compute-optimal analysis: budgets in FLOPs (default: the data's largest 6ND).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every missing result's draws.")
+@click.option("--workers", default=None, type=click.IntRange(min=1), help="Processes (default: all cores).")
+@click.option("--no-compute", is_flag=True, help="Only reuse saved results; list the missing ones with the command "
+                                                 "that would make each.")
+@click.option("--no-ranks", is_flag=True, help="Leave out Fig. 3 (it rebuilds every family).")
+def report(store_path, out, markdown, fits_dir, n_convention, loss_kind, bootstrap, bootstrap_2d, forms, splits,
+           methods, optimal_bootstrap, budgets, seed, workers, no_compute, no_ranks):
+    """Write one self-contained HTML page of a store: per family the paper's Fig. 1 panels with every 1-d fit,
+    its band and residuals, the excess-loss view, the Chinchilla fit, Fig. 15 (power against exponential per
+    slice), the comparison of 2-d forms (Figs. 10/17) and every compute-optimal method side by side; then Fig. 2
+    (exponents against entropy) and Fig. 3 (ranks); every number with its 95% interval and provenance.
+
+    Saved results (fits/ beside the store) whose data hash matches the store's data are reused; only the missing
+    ones are computed, with the settings given here, and saved. The page says which were reused and which computed.
+
+    \b
+    Example:
+      scalingkit report --store store/cube.zarr --out store/report.html --markdown store/report.md
+    """
+    from scalingkit.errors import UserError
+    from scalingkit.fit.compare import DEFAULT_FORMS  # noqa: F401 - the comparison is available
+    from scalingkit.fit.registry import ONE_D, check_form
+    from scalingkit.optimal.pipeline import methods_from
+    from scalingkit.plots.report import ReportSettings, write_report
+
+    form_list = tuple(f.strip() for f in forms.split(",") if f.strip())
+    if not form_list:
+        raise UserError("--forms is empty")
+    for f in form_list:
+        check_form(f)
+        if f in ONE_D or f == "expr":
+            raise UserError(f"--forms takes named 2-d forms; {f!r} is not one")
+    settings = ReportSettings(n_convention=n_convention, loss=loss_kind, bootstrap=bootstrap,
+                              bootstrap_2d=bootstrap_2d, compare_forms=form_list, splits=splits,
+                              methods=tuple(methods_from(methods)), optimal_bootstrap=optimal_bootstrap,
+                              budgets=tuple(budgets), seed=seed, workers=workers, ranks=not no_ranks,
+                              compute=not no_compute)
+    result = write_report(store_path, out, markdown, fits_dir, settings, echo=lambda m: click.echo(m, err=True))
+    counts = {s: sum(i.status == s for i in result.items) for s in ("reused", "computed", "missing", "failed")}
+    click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v) + f" result(s); {result.bytes / 1e6:.2f} MB "
+               f"in {result.seconds:.1f} s", err=True)
+    if result.markdown:
+        click.echo(f"wrote {result.markdown}", err=True)
+    click.echo(str(result.html))
+
+
+COMMANDS.append(report)

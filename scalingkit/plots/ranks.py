@@ -32,31 +32,37 @@ def rank_data(family, n_tokens: int = 1_000_000, seed: int = 0) -> tuple[np.ndar
 
 def plot_ranks(families: dict, path, n_tokens: int = 1_000_000) -> Path:
     """Two panels (unigrams, bigrams), log-log, one line per family (label -> Family). Returns the file."""
-    from scalingkit.plots.curves import _pyplot, save_figure
+    from scalingkit.plots import style
 
-    plt = _pyplot()
+    return style.save(ranks_figure(families, n_tokens), path)
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+
+def ranks_figure(families: dict, n_tokens: int = 1_000_000):
+    """The figure of plot_ranks (legend below the panels, off the lines)."""
+    from scalingkit.plots import style
+
+    fig, axes = style.figure(1, 2, size=(11, 4.6))
     for label, family in families.items():
         entropy = family.entropy_rate()
         spec = getattr(family, "spec", dict)()  # a family without a spec (duck-typed) has no estimate either
         estimate = spec.get("loss_floor_estimate") if entropy is None else None  # TnL: the generator's
         name = (f"{label} (H = {entropy:.2f} nats)" if entropy is not None
                 else f"{label} (H ~ {estimate:.2f} nats, estimated)" if estimate is not None else label)
-        for ax, probs in zip(axes, rank_data(family, n_tokens)):
+        for k, probs in enumerate(rank_data(family, n_tokens)):
             ranks = np.unique(np.geomspace(1, len(probs), min(POINTS, len(probs))).astype(np.int64))
-            ax.plot(ranks, probs[ranks - 1], lw=1.2, label=name)
-    for ax, what in zip(axes, ("unigrams", "bigrams")):
+            axes[0, k].plot(ranks, probs[ranks - 1], lw=1.2, label=name if k == 0 else None)
+    for ax, what in zip(axes[0], ("unigrams", "bigrams")):
         ax.set(xscale="log", yscale="log", xlabel="rank", ylabel="probability", title=f"{what}: probability by rank")
         ax.grid(True, which="major", alpha=0.3)
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, path)
+        style.log_axis(ax, "x", "count")
+        style.log_axis(ax, "y", "power")
+    fig.legend(loc="outside lower center", ncol=min(len(families), 3), fontsize=8, frameon=False)
+    return fig
 
 
-def plot_store_ranks(store_path="store/cube.zarr", path=None) -> tuple[Path | None, list[str]]:
-    """plot_ranks for every family of a store, rebuilt from the sweep specs it recorded (from the caches the sweep
-    filled). Returns (the file, or None when no family could be rebuilt; one line per family left out and why)."""
+def store_families(store_path) -> tuple[dict, list[str]]:
+    """Every family of a store, rebuilt from the sweep specs it recorded (from the caches the sweep filled):
+    (label -> Family, one line per family left out and why)."""
     from scalingkit import store
     from scalingkit.errors import UserError
     from scalingkit.families import build_family
@@ -68,6 +74,13 @@ def plot_store_ranks(store_path="store/cube.zarr", path=None) -> tuple[Path | No
             families[label] = build_family(label, spec["sweep_spec"])
         except UserError as e:  # e.g. a user corpus no longer on this machine: the other families still plot
             skipped.append(f"{label}: {e}")
+    return families, skipped
+
+
+def plot_store_ranks(store_path="store/cube.zarr", path=None) -> tuple[Path | None, list[str]]:
+    """plot_ranks for every family of a store, rebuilt from the sweep specs it recorded (from the caches the sweep
+    filled). Returns (the file, or None when no family could be rebuilt; one line per family left out and why)."""
+    families, skipped = store_families(store_path)
     if not families:
         return None, skipped
     return plot_ranks(families, path or Path(store_path).parent / "figures" / "ranks.png"), skipped

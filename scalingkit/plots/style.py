@@ -86,6 +86,9 @@ def log_axis(ax, which: str = "x", style: str = "count") -> None:
     axis = ax.xaxis if which == "x" else ax.yaxis
     (ax.set_xscale if which == "x" else ax.set_yscale)("log")
     lo, hi = sorted(ax.get_xlim() if which == "x" else ax.get_ylim())
+    if lo > 0 and hi / lo < 1 + 1e-6:  # one value (e.g. a uniform law's equal probabilities): show it centred
+        lo, hi = lo / 2, hi * 2
+        (ax.set_xlim if which == "x" else ax.set_ylim)(lo, hi)
     decades = math.log10(hi / lo) if lo > 0 and hi > 0 else 3
     if style == "plain":
         # under a decade (a loss between 2.5 and 4, say), evenly spaced round values read best; over more, 1-2-5
@@ -121,7 +124,7 @@ def _overlapping(boxes, pad: float = 2.0) -> bool:
 
 def declutter(fig) -> None:
     """Hide every other major tick label of an axis (again, until none touch) wherever labels overlap."""
-    fig.canvas.draw()
+    fig.draw_without_rendering()  # layout and text extents, no pixels: a third of a full draw
     renderer = fig.canvas.get_renderer()
     for ax in fig.axes:
         for axis in (ax.xaxis, ax.yaxis):
@@ -132,7 +135,7 @@ def declutter(fig) -> None:
                 for i, (label, _) in enumerate(boxes):
                     if i % 2:
                         label.set_visible(False)
-                fig.canvas.draw()
+                fig.draw_without_rendering()
 
 
 def _data_points(ax) -> np.ndarray:
@@ -154,7 +157,7 @@ def _data_points(ax) -> np.ndarray:
 
 def layout_problems(fig) -> list[str]:
     """What a reader would trip over: tick labels that overlap, a legend over plotted data. [] when none."""
-    fig.canvas.draw()
+    fig.draw_without_rendering()
     renderer = fig.canvas.get_renderer()
     problems = []
     for k, ax in enumerate(fig.axes):

@@ -1,0 +1,177 @@
+"""`scalingkit report`: one self-contained HTML page per store that reuses saved results whose data hash matches,
+computes (and saves) only what is missing, and says which is which; opened in a real browser (headless Chromium
+through Selenium): every image decodes, the console stays clean."""
+import base64
+import csv
+import io
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from conftest import one_line_error, run_cli
+from scalingkit.run.synthetic import chinchilla_cube
+
+WIDTHS = (16, 24, 32, 48, 64)
+TOKENS = (50_000, 100_000, 200_000, 400_000, 800_000)
+# cheap settings for what the report computes (each is a flag of `scalingkit report`)
+FAST = ("--bootstrap", "200", "--bootstrap-2d", "30", "--forms", "chinchilla,kernel", "--splits", "3",
+        "--method", "envelope,isoflop,parametric", "--optimal-bootstrap", "20", "--workers", "1")
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+SECTIONS = ("results", "g-er64-sp", "fig2", "fig3", "provenance")
+
+
+def make_cube(path, seed=0):
+    chinchilla_cube(path, widths=WIDTHS, tokens=TOKENS, lrs=(0.01,), noise=0.003, seed=seed)
+    return path
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    """A cube, and the report written from nothing: every result computed and saved."""
+    root = tmp_path_factory.mktemp("report")
+    cube = make_cube(root / "cube.zarr")
+    t0 = time.perf_counter()
+    proc = run_cli("report", "--store", cube, "--markdown", root / "report.md", *FAST)
+    return {"cube": cube, "root": root, "proc": proc, "seconds": time.perf_counter() - t0,
+            "html": (root / "report.html").read_text() if (root / "report.html").exists() else ""}
+
+
+def images(page: str) -> list[str]:
+    return re.findall(r'<img src="([^"]*)"', page)
+
+
+def test_first_report_computes_saves_and_embeds_everything(first):
+    proc, page, root = first["proc"], first["html"], first["root"]
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(root / "report.html")  # the path, alone on stdout (make demo prints it)
+    assert "4 computed result(s)" in proc.stderr
+    for anchor in SECTIONS:
+        assert f'id="{anchor}"' in page
+    srcs = images(page)
+    assert len(srcs) >= 12 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    for s in srcs:  # every figure is a real PNG
+        png = base64.b64decode(s.split(",", 1)[1])
+        assert matplotlib.image.imread(io.BytesIO(png), format="png").shape[0] > 150
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched from elsewhere
+    assert page.count("computed now") == 4 and "reused (saved earlier" not in page
+    # which loss was fitted, said in the group's heading and in the figures' captions
+    assert "er64 / sp: sampled loss</h2>" in page and "(sampled loss, 95% error bars)" in page
+    for heading in ("Fig. 1:", "Chinchilla fit", "Fig. 15:", "Figs. 10 and 17:", "every method side by side",
+                    "Fig. 2:", "Fig. 3:"):
+        assert heading in page
+    # numbers with intervals: the Chinchilla table and the slices table
+    assert re.search(r"<td>alpha</td><td>[0-9.e+-]+ \[[0-9.e+-]+, [0-9.e+-]+\]</td>", page)
+    # what was computed is saved and indexed, with the store as its source
+    with open(root / "fits" / "index.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted((r["kind"], r["form"]) for r in rows) == [
+        ("compare", "chinchilla,kernel"), ("fit", "chinchilla"), ("fit", "powerlaw"),
+        ("optimal", "envelope,isoflop,parametric")]
+    assert {r["source"] for r in rows} == {str(first["cube"])} and {r["loss"] for r in rows} == {"sampled"}
+    md = (root / "report.md").read_text()
+    linked = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
+    assert len(linked) == len(srcs) and all((root / link).is_file() for link in linked)
+    print(f"\nreport from nothing: {first['seconds']:.1f} s, {len(page) / 1e6:.2f} MB, {len(srcs)} figures")
+
+
+def test_second_report_reuses_every_saved_result(first):
+    root = first["root"]
+    out = root / "again.html"
+    t0 = time.perf_counter()
+    proc = run_cli("report", "--store", first["cube"], "--out", out, "--no-compute", "--no-ranks")
+    assert proc.returncode == 0, proc.stderr
+    assert "4 reused result(s)" in proc.stderr
+    page = out.read_text()
+    assert page.count("reused (saved earlier, data hash matches)") == 4 and "computed now" not in page
+    with open(root / "fits" / "index.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 4  # nothing new saved
+    print(f"\nreport reusing everything: {time.perf_counter() - t0:.1f} s")
+
+
+def test_results_of_other_data_are_not_reused(first, tmp_path):
+    other = make_cube(tmp_path / "cube.zarr", seed=1)  # same grid, other noise: other data hashes
+    shutil.copytree(first["root"] / "fits", tmp_path / "fits")
+    proc = run_cli("report", "--store", other, "--no-compute", "--no-ranks")
+    assert proc.returncode == 0, proc.stderr
+    assert "4 missing result(s)" in proc.stderr
+    page = (tmp_path / "report.html").read_text()
+    assert "reused (saved" not in page
+    assert f"missing: scalingkit fit --form powerlaw --store {other} --family er64 --param sp" in page
+    assert "scalingkit compare --forms chinchilla,kaplan,mlp,kernel" in page
+
+
+def test_bad_input_is_a_one_line_error(tmp_path):
+    assert "no store at" in one_line_error(run_cli("report", "--store", tmp_path / "none.zarr"))
+    cube = tmp_path / "cube.zarr"
+    make_cube(cube)
+    assert "not one" in one_line_error(run_cli("report", "--store", cube, "--forms", "chinchilla,powerlaw"))
+    assert "unknown method" in one_line_error(run_cli("report", "--store", cube, "--method", "guess"))
+    assert "unknown form" in one_line_error(run_cli("report", "--store", cube, "--forms", "cubic"))
+
+
+# ---------------------------------------------------------------- in a real browser
+
+
+def browser_or_skip():
+    """A headless Chromium driven by Selenium, or a skip saying why (a failure under CI=true, where it must run)."""
+    def unavailable(reason):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but no browser test is possible: {reason}")
+        pytest.skip(reason)
+
+    try:
+        from selenium import webdriver
+        from selenium.common.exceptions import WebDriverException
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        unavailable("selenium is not installed (pip install -e '.[test]')")
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not Path(path).exists():
+            unavailable(f"{path} is missing (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+                "--window-size=1300,1000"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    try:
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    except WebDriverException as exc:
+        shutil.rmtree(profile, ignore_errors=True)
+        unavailable(f"chromium did not start: {str(exc).splitlines()[0]}")
+    return driver, profile
+
+
+def test_report_opens_in_a_real_browser_with_every_image_decoded(first):
+    page_path = first["root"] / "report.html"
+    assert first["proc"].returncode == 0, first["proc"].stderr
+    driver, profile = browser_or_skip()
+    try:
+        t0 = time.perf_counter()
+        driver.get(page_path.as_uri())  # returns after the load event: every data: image is in by then
+        complete = driver.execute_script("return Array.from(document.images).every(i => i.complete)")
+        load_s = time.perf_counter() - t0
+        timing = driver.execute_script("const t = performance.timing; return t.loadEventEnd - t.navigationStart")
+        widths = driver.execute_script("return Array.from(document.images).map(i => i.naturalWidth)")
+        names = driver.execute_script("return Array.from(document.images).map(i => i.dataset.name)")
+        log = driver.get_log("browser")
+        headings = driver.execute_script("return Array.from(document.querySelectorAll('h2')).map(h => h.id)")
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+    assert complete and len(widths) == len(images(first["html"])) >= 12
+    assert all(w > 0 for w in widths), [n for n, w in zip(names, widths) if not w]
+    errors = [e for e in log if e.get("level") in ("SEVERE", "ERROR")]
+    assert errors == [], errors
+    assert [h for h in headings if h] == list(SECTIONS)
+    size = page_path.stat().st_size
+    print(f"\nreport in headless Chromium: {size / 1e6:.2f} MB ({size:,} bytes), {len(widths)} images, "
+          f"loaded in {load_s:.2f} s (driver.get to every image complete; navigation to load event {timing} ms)")
