@@ -1,40 +1,59 @@
 """`train --fill-missing`: prepare the cube, plan the missing cells, group them into batches where batching pays,
-run them, record each outcome as it arrives; repeat while a learning-rate search asks for more."""
+claim each task's cells just before it starts, run them, record each outcome as it arrives; repeat while a
+learning-rate search asks for more.
+
+Several coordinators may run on one store at once (started by hand, on other hosts sharing the file system): each
+cell is claimed by one of them (store/claims.py), so each trains exactly once and they share the work; a coordinator
+with nothing left but cells that another one is training waits for them, and takes over the cells of one that died.
+"""
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
 
 from scalingkit import store
 from scalingkit.device import threads_per_worker
 from scalingkit.run.executors import make_executor
 from scalingkit.run.worker import Outcome, run_batch, run_cell
+from scalingkit.store import claims
 from scalingkit.sweep import batching, plan
+
+POLL_SECONDS = (0.2, 2.0)  # waiting for another coordinator's cells: first and longest pause between looks
 
 
 @dataclass
 class FillReport:
-    planned: int = 0
+    planned: int = 0  # cells this coordinator claimed
     counts: dict = field(default_factory=lambda: {"done": 0, "diverged": 0, "failed": 0})
     failures: list = field(default_factory=list)
     tokens: int = 0
     seconds: float = 0.0
+    elsewhere: set = field(default_factory=set)  # cells planned here that another coordinator trained
+    lost: int = 0  # cells whose claim was gone when their outcome came: not recorded
 
     def summary(self) -> str:
+        others = (f"{_runs(len(self.elsewhere))} trained by another coordinator on this store"
+                  if self.elsewhere else "")
         if self.planned == 0:
-            return "nothing to train: every planned cell is finished"
+            return f"nothing trained here: {others}" if others else "nothing to train: every planned cell is finished"
         c = self.counts
         rate = self.tokens / self.seconds if self.seconds else 0.0
-        return (f"trained {sum(c.values())}/{self.planned} runs: {c['done']} done, {c['diverged']} diverged, "
+        line = (f"trained {sum(c.values())}/{self.planned} runs: {c['done']} done, {c['diverged']} diverged, "
                 f"{c['failed']} failed; {self.tokens:,} tokens in {self.seconds:.1f} s ({rate:,.0f} tokens/s)")
+        if self.lost:
+            line += f"; {_runs(self.lost)} lost the claim (not recorded: left missing)"
+        return line + (f"; {others}" if others else "")
 
 
 def fill_missing(store_path, sweep=None, workers: int = 1, executor: str = "local", retry_failed: bool = False,
                  device: str | None = None, progress: bool = True, echo=print, batch_variants="auto") -> FillReport:
     """Train every planned cell that is not finished. With `sweep`, its cells are added to the cube and only they are
-    trained (so two coordinators with different sweeps can share a store); without, every sweep stored in the cube
-    is re-planned. batch_variants: "auto", or at most this many cells of one shape per batch (1: no batching).
+    trained; without, every sweep stored in the cube is re-planned. Other coordinators may work on the same store at
+    the same time: each cell is trained by exactly one. batch_variants: "auto", or at most this many cells of one
+    shape per batch (1: no batching).
     Sweeps that search learning rates train in rounds: each round plans what the results so far ask for."""
     store_path = str(store_path)
     if sweep is not None:
@@ -50,26 +69,17 @@ def fill_missing(store_path, sweep=None, workers: int = 1, executor: str = "loca
         from scalingkit.errors import UserError
 
         raise UserError(f"no cube at {store_path}: give a sweep file (scalingkit train SWEEP.toml --fill-missing)")
+    else:
+        store.upgrade(store_path)  # workers write only stores of the current schema
     sweeps = [sweep] if sweep is not None else plan.stored_sweeps(store_path)
     report = FillReport()
-    tried: set = set()  # cells attempted by this call: a failing cell is not retried round after round
-    decide = _Prober(threads_per_worker(workers))
-    told: set = set()  # batching choices already printed
-    start = time.perf_counter()
-    while True:
-        grown = plan.grow_for_searches(store_path, sweeps)  # lrs past a grid that a search wants now
-        if grown:
-            echo(f"grew the cube: lr +{len(grown)} past the grid for the learning-rate search "
-                 f"({', '.join(f'{lr:g}' for lr in grown)})")
-        todo = [(cell, sw) for cell, sw in plan.missing_cells(store_path, sweeps, retry_failed=retry_failed)
-                if cell not in tried]
-        if not todo:
-            break
-        tried.update(cell for cell, _ in todo)
-        report.planned += len(todo)
-        tasks = _tasks(store_path, todo, workers, device, batch_variants, decide, echo, told)
-        _run_round(store_path, tasks, workers, executor, report, progress, echo, start)
-    report.seconds = time.perf_counter() - start
+    owner = claims.register(store_path, claims.this_process())
+    try:
+        with claims.Heartbeat(store_path, owner):
+            _fill(store_path, sweeps, owner, report, workers, executor, retry_failed, device, progress, echo,
+                  batch_variants, _Prober(threads_per_worker(workers)))
+    finally:
+        claims.retire(store_path, owner)  # after the workers have stopped: nothing can write these cells now
     if any(sw.lr_search is not None for sw in sweeps):
         rows = plan.lr_optima(store_path, sweeps)
         states = {}
@@ -80,15 +90,60 @@ def fill_missing(store_path, sweep=None, workers: int = 1, executor: str = "loca
     return report
 
 
-def _tasks(store_path, todo, workers, device, batch_variants, decide, echo, told: set) -> list[tuple]:
-    """(function, args) for the executor: one per cell, or one per batch of cells of one shape."""
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
+
+
+def _fill(store_path, sweeps, owner, report: FillReport, workers, executor, retry_failed, device, progress, echo,
+          batch_variants, decide) -> None:
+    tried: set = set()  # cells claimed by this call: a failing cell is not retried round after round
+    told: set = set()  # batching choices already printed
+    todo_codes = [store.STATUS_CODE["missing"]] + ([store.STATUS_CODE["failed"]] if retry_failed else [])
+    start, pause, waited_for = time.perf_counter(), POLL_SECONDS[0], None
+    while True:
+        grown = plan.grow_for_searches(store_path, sweeps)  # lrs past a grid that a search wants now
+        if grown:
+            echo(f"grew the cube: lr +{len(grown)} past the grid for the learning-rate search "
+                 f"({', '.join(f'{lr:g}' for lr in grown)})")
+        missing = [(cell, sw) for cell, sw in plan.missing_cells(store_path, sweeps, retry_failed=retry_failed)
+                   if cell not in tried]
+        report.elsewhere.update(cell for cell, _ in missing)  # less what this call trains, at the end
+        others = claims.held_by_others(store_path, owner)
+        busy = [cell for cell, _ in missing if claims.cell_key(cell) in others]
+        todo = [(cell, sw) for cell, sw in missing if claims.cell_key(cell) not in others]
+        if not todo:
+            if not busy:
+                break
+            # another coordinator trains these: wait for its results (a search's next round may need them), and
+            # take them over if it dies
+            holders = sorted({str(o) for k, o in others.items() if o is not None})
+            if waited_for != len(busy):
+                echo(f"waiting for {_runs(len(busy))} that another coordinator is training ({', '.join(holders)})")
+                waited_for = len(busy)
+            time.sleep(pause)
+            pause = min(2 * pause, POLL_SECONDS[1])
+            continue
+        waited_for = None
+        tasks = _tasks(store_path, todo, workers, device, batch_variants, decide, echo, told)
+        claimed_before = report.planned
+        _run_round(store_path, owner, tasks, workers, executor, report, progress, start, todo_codes, tried, echo)
+        if report.planned == claimed_before:  # another coordinator took every cell first: look again shortly
+            time.sleep(pause)
+            pause = min(2 * pause, POLL_SECONDS[1])
+        else:
+            pause = POLL_SECONDS[0]
+    report.elsewhere -= tried
+    report.seconds = time.perf_counter() - start
+
+
+def _tasks(store_path, todo, workers, device, batch_variants, decide, echo, told: set) -> list[batching.Task]:
+    """The round's tasks: one per cell, or one per batch of cells of one shape."""
     items = []
     for cell, sw in todo:
         config = sw.run_config(cell)
         if device is not None:
             config = replace(config, settings=replace(config.settings, device=device))
         items.append((cell, config, sw.families[cell.family]))
-    threads = threads_per_worker(workers)
     vocab = {f: int(spec["vocab_size"]) for f, spec in store.attrs(store_path).get("families", {}).items()}
     planned, choices = batching.plan_tasks(items, batch_variants, workers, _device_kind(items, batch_variants),
                                             vocab, decide)
@@ -98,8 +153,7 @@ def _tasks(store_path, todo, workers, device, batch_variants, decide, echo, told
         if line not in told:
             echo(line)
             told.add(line)
-    return [(run_cell, (store_path, t.cells[0], t.configs[0], t.family_spec, threads)) if len(t.cells) == 1 else
-            (run_batch, (store_path, t.cells, t.configs, t.family_spec, threads)) for t in planned]
+    return planned
 
 
 def _device_kind(items, batch_variants) -> str:
@@ -141,41 +195,87 @@ class _Prober:
         return self.cache[key]
 
 
-def _run_round(store_path, tasks, workers, executor, report: FillReport, progress, echo, start) -> None:
-    total_tokens = sum(_task_tokens(args) for _, args in tasks)
-    runs = sum(len(args[1]) if fn is run_batch else 1 for fn, args in tasks)
-    bar = _progress(total_tokens, runs, progress)
+def _run_round(store_path, owner, tasks: list[batching.Task], workers, executor, report: FillReport, progress,
+               start, todo_codes, tried: set, echo) -> None:
+    bar = _progress(sum(_task_tokens(t.configs) for t in tasks), sum(len(t.cells) for t in tasks), progress)
+    tickets: dict = {}  # cell -> claims.Ticket, for the cells this coordinator claimed and has not recorded yet
+    threads = threads_per_worker(workers)
+
+    def claimed():
+        """The round's tasks, each taken only when a worker is free: its cells claimed just then (those another
+        coordinator finished or holds meanwhile are left out)."""
+        for task in tasks:
+            got = claims.claim(store_path, owner, task.cells, _still_to_train(store_path, todo_codes))
+            if not got:
+                continue
+            keep = [i for i, cell in enumerate(task.cells) if cell in got]
+            cells, configs = tuple(task.cells[i] for i in keep), tuple(task.configs[i] for i in keep)
+            tickets.update(got)
+            tried.update(cells)
+            report.planned += len(cells)
+            mine = {cell: got[cell] for cell in cells}
+            if len(cells) == 1:
+                yield run_cell, (store_path, cells[0], configs[0], task.family_spec, threads, mine)
+            else:
+                yield run_batch, (store_path, cells, configs, task.family_spec, threads, mine)
+
     try:
-        for result in make_executor(executor, workers).run(tasks):
-            outcomes = result if isinstance(result, list) else [result]
-            _record(store_path, outcomes)
-            for outcome in outcomes:
-                report.counts[outcome.status] = report.counts.get(outcome.status, 0) + 1
-                report.tokens += outcome.tokens_trained
-                if outcome.status == "failed":
-                    report.failures.append(f"{outcome.cell}: {outcome.message}")
-                    echo(f"run failed: {outcome.cell}: {outcome.message}")
-                bar.update(outcome.tokens_trained if outcome.status != "failed" else 0)
-            report.seconds = time.perf_counter() - start
-            bar.set_postfix_str(f"runs {sum(report.counts.values())}/{report.planned}, "
-                                f"{report.tokens / max(report.seconds, 1e-9):,.0f} tok/s", refresh=True)
+        with closing(make_executor(executor, workers).run(claimed())) as results:
+            for result in results:
+                outcomes = result if isinstance(result, list) else [result]
+                recorded = _record(store_path, outcomes, tickets)
+                for outcome in outcomes:
+                    tickets.pop(outcome.cell, None)
+                    if outcome.cell not in recorded:
+                        report.lost += 1
+                        continue
+                    report.counts[outcome.status] = report.counts.get(outcome.status, 0) + 1
+                    report.tokens += outcome.tokens_trained
+                    if outcome.status == "failed":
+                        report.failures.append(f"{outcome.cell}: {outcome.message}")
+                        echo(f"run failed: {outcome.cell}: {outcome.message}")
+                    bar.update(outcome.tokens_trained if outcome.status != "failed" else 0)
+                report.seconds = time.perf_counter() - start
+                bar.set_postfix_str(f"runs {sum(report.counts.values())}/{report.planned}, "
+                                    f"{report.tokens / max(report.seconds, 1e-9):,.0f} tok/s", refresh=True)
     finally:
         bar.close()
 
 
-def _task_tokens(args: tuple) -> int:
-    configs = args[2] if isinstance(args[2], tuple) else (args[2],)
+def _still_to_train(store_path, todo_codes):
+    """claims.claim's test, under the lock: a cell is claimable while its status is still one to train (another
+    coordinator may have finished it since this round was planned)."""
+    def check(cells):
+        coords, codes = store.read_status(store_path)
+        where = {d: {plan._key(d, x): i for i, x in enumerate(coords[d])} for d in store.RUN_DIMS}
+        out = []
+        for cell in cells:
+            idx = tuple(where[d].get(plan._key(d, x)) for d, x in zip(store.RUN_DIMS, cell.labels()))
+            out.append(None not in idx and int(codes[idx]) in todo_codes)
+        return out
+
+    return check
+
+
+def _task_tokens(configs) -> int:
     return sum(c.steps * c.settings.batch * c.settings.context for c in configs)
 
 
-def _record(store_path: str, outcomes: list[Outcome]) -> None:
-    """The coordinator's only write per task: the status codes of its runs, under the lock."""
+def _record(store_path: str, outcomes: list[Outcome], tickets: dict) -> set:
+    """The coordinator's only write per task, under the lock: the status codes of its runs whose claims it still
+    holds (a claim taken over meanwhile is the new holder's to record), then it releases them. Returns the cells
+    recorded."""
     with store.lock(store_path):
-        writer = store.RunWriter(store_path)
-        writer.write_status([(outcome.cell, outcome.status) for outcome in outcomes])
-        for outcome in outcomes:
-            if outcome.status == "failed":
-                writer.write_run_values(outcome.cell, {"message": outcome.message})
+        mine = [o for o in outcomes if o.status != "lost" and o.cell in tickets
+                and claims.holds(store_path, o.cell, tickets[o.cell])]
+        if mine:
+            writer = store.RunWriter(store_path)
+            writer.write_status([(outcome.cell, outcome.status) for outcome in mine])
+            for outcome in mine:
+                if outcome.status == "failed":
+                    writer.write_run_values(outcome.cell, {"message": outcome.message})
+        claims.release(store_path, {o.cell: tickets[o.cell] for o in outcomes if o.cell in tickets})
+    return {o.cell for o in mine}
 
 
 def _progress(total_tokens: int, runs: int, enabled: bool):

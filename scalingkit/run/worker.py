@@ -3,6 +3,9 @@ own region of the cube.
 
 A worker never writes `status`: it returns the outcome and the coordinator records it under the store lock, so a
 worker killed at any moment leaves its cell `missing` (at worst with a partial curve that the re-run overwrites).
+It writes a cell only while its coordinator's claim on it is current (claims.guard, checked under the lock before
+every write, partial curves included): a worker whose coordinator died, or whose claim was taken over, never
+writes again, and reports the cell `lost`.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from scalingkit.store import Cell
 @dataclass
 class Outcome:
     cell: Cell
-    status: str  # done | diverged | failed
+    status: str  # done | diverged | failed | lost (the claim was gone: nothing written, nothing to record)
     message: str
     tokens_trained: int
     wall_seconds: float
@@ -29,26 +32,28 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def run_cell(store_path: str, cell: Cell, config, family_spec: dict, threads: int = 0) -> Outcome:
+def run_cell(store_path: str, cell: Cell, config, family_spec: dict, threads: int, tickets: dict) -> Outcome:
     """Train `config` (an engine.RunConfig) and write its curve and per-run values. Never raises: a failure is an
     Outcome with status 'failed' and the error in one line."""
-    return run_batch(store_path, (cell,), (config,), family_spec, threads)[0]
+    return run_batch(store_path, (cell,), (config,), family_spec, threads, tickets)[0]
 
 
-def run_batch(store_path: str, cells, configs, family_spec: dict, threads: int = 0) -> list[Outcome]:
+def run_batch(store_path: str, cells, configs, family_spec: dict, threads: int, tickets: dict) -> list[Outcome]:
     """Train cells of one shape (differing only in lr and seed) and write each into its own region, exactly as
-    run_cell writes a single run. One cell trains with engine.train; several with batched.train_batch. Never
-    raises: if the batch fails, every cell's Outcome is 'failed' with the error."""
+    run_cell writes a single run. tickets: cell -> claims.Ticket, the coordinator's claims. One cell trains with
+    engine.train; several with batched.train_batch. Never raises: if the batch fails, every cell's Outcome is
+    'failed' with the error."""
     from scalingkit.families import build_family
-    from scalingkit.store import RunWriter
+    from scalingkit.store import RunWriter, claims
     from scalingkit.train import engine
 
     start = time.perf_counter()
+    lost: set[int] = set()
     try:
         set_threads(threads)
         family = build_family(cells[0].family, family_spec)
-        writer = RunWriter(store_path)
-        partial = _PartialSaver(writer, cells, configs[0].settings.checkpoint_seconds)
+        writer = RunWriter(store_path, guard=claims.guard(store_path, tickets))
+        partial = _PartialSaver(writer, cells, configs[0].settings.checkpoint_seconds, lost)
         if len(cells) == 1:
             results = [engine.train(configs[0], family, on_point=lambda r: partial(0, r))]
         else:
@@ -56,11 +61,20 @@ def run_batch(store_path: str, cells, configs, family_spec: dict, threads: int =
 
             results = train_batch(list(configs), family, on_point=partial)
         outcomes = []
-        for cell, config, result in zip(cells, configs, results):
-            tokens = _write(writer, cell, config, family, result)
+        for i, (cell, config, result) in enumerate(zip(cells, configs, results)):
             seconds = time.perf_counter() - start if len(cells) == 1 else result.wall_seconds  # a batch: its share
+            try:
+                if i in lost:
+                    raise claims.ClaimLost(str(cell))
+                tokens = _write(writer, cell, config, family, result)
+            except claims.ClaimLost:
+                outcomes.append(Outcome(cell, "lost", "its claim was gone: not written", 0, seconds))
+                continue
             outcomes.append(Outcome(cell, result.status, result.message, tokens, seconds))
         return outcomes
+    except _AllLost:
+        seconds = (time.perf_counter() - start) / len(cells)
+        return [Outcome(cell, "lost", "its claim was gone: training stopped", 0, seconds) for cell in cells]
     except Exception as exc:  # noqa: BLE001 - a failed run is data, not a crash of the sweep
         last = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
         where = f" ({last.filename.rsplit('/', 1)[-1]}:{last.lineno})" if last else ""
@@ -69,23 +83,35 @@ def run_batch(store_path: str, cells, configs, family_spec: dict, threads: int =
         return [Outcome(cell, "failed", message, 0, seconds) for cell in cells]
 
 
+class _AllLost(Exception):
+    """Every cell of the task lost its claim: training on is wasted."""
+
+
 class _PartialSaver:
     """Partial curves make a long run visible in a notebook; its status stays `missing` until the end. In a batch
-    every variant's partial curve is saved at the same moments."""
+    every variant's partial curve is saved at the same moments. A variant whose claim is gone is not saved again
+    (its index goes to `lost`); when all are gone, training stops."""
 
-    def __init__(self, writer, cells, every_seconds: float):
-        self.writer, self.cells, self.every = writer, cells, every_seconds
+    def __init__(self, writer, cells, every_seconds: float, lost: set):
+        self.writer, self.cells, self.every, self.lost = writer, cells, every_seconds, lost
         self.last = time.perf_counter()
         self.point, self.due = 0, False
 
     def __call__(self, i: int, partial) -> None:
+        from scalingkit.store.claims import ClaimLost
+
         if len(partial.steps) != self.point:  # the first variant reported at a point decides for the whole point
             self.point = len(partial.steps)
             self.due = time.perf_counter() - self.last >= self.every
             if self.due:
                 self.last = time.perf_counter()
-        if self.due:
-            self.writer.write_curve(self.cells[i], partial)
+        if self.due and i not in self.lost:
+            try:
+                self.writer.write_curve(self.cells[i], partial)
+            except ClaimLost:
+                self.lost.add(i)
+                if len(self.lost) == len(self.cells):
+                    raise _AllLost from None
 
 
 def _write(writer, cell: Cell, config, family, result) -> int:

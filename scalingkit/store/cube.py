@@ -5,10 +5,10 @@ Dimensions: family, param, N, D, lr, seed (the run dimensions) and point (the lo
 `d_model` as coordinates on it; the total count, embeddings included, is `n_params(family, N)`.
 
 Who writes what, so that concurrent writers never lose data:
-- the coordinator (one `scalingkit train`) creates the cube, grows dimensions and writes `status`, always holding
-  the store's file lock;
-- a worker writes only its own run's chunks of the curve and per-run variables (one run = one chunk along every
-  run dimension), and never touches `status`, metadata or attributes.
+- a coordinator (one `scalingkit train`; several may share a store) creates the cube, grows dimensions and writes
+  `status`, always holding the store's file lock, and records status only for cells it claimed (claims.py);
+- a worker writes only the chunks of a run it holds a claim for (one run = one chunk along every run dimension),
+  checking the claim under the lock before every write, and never touches `status`, metadata or attributes.
 A run is `done` only once its curve is fully written and the coordinator has recorded it: a worker killed half-way
 leaves `status` at `missing` (possibly with a partial curve, which the next run overwrites).
 Growth and the schema upgrade go through a journal (journal.py) and every metadata write is atomic (atomic.py), so
@@ -26,7 +26,7 @@ import platform
 import shutil
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -419,10 +419,14 @@ def set_attrs(path, **values) -> None:
 # ---------------------------------------------------------------- run writes
 
 class RunWriter:
-    """Writes one run's region. Workers use it for curves and per-run values; the coordinator for status."""
+    """Writes one run's region. Workers use it for curves and per-run values; the coordinator for status.
 
-    def __init__(self, path):
+    guard(cell): a context manager around every write of a run's region; a worker's checks, under the store's lock,
+    that it still holds the cell's claim (claims.guard), and raises if not."""
+
+    def __init__(self, path, guard=None):
         self.path = Path(path)
+        self.guard = guard or (lambda cell: nullcontext())
         self.group = open_group(self.path, mode="r+")
         if self.group.attrs["schema_version"] != SCHEMA_VERSION:
             raise StoreError(f"store {path} has schema version {self.group.attrs['schema_version']}: "
@@ -449,23 +453,25 @@ class RunWriter:
         n = len(result.steps)
         if n > self.n_points:
             raise StoreError(f"run {cell} logged {n} points; the cube holds {self.n_points}")
+        rows = {}
         for name, values in (("step", result.steps), ("tokens", result.tokens), ("train_loss", result.train_loss),
                              ("eval_loss", result.eval_loss), ("lr_now", result.lr_now),
                              *((v, getattr(result, v, None)) for v in ADDED_IN[2] if v in CURVE_VARS)):
-            row = np.full(self.n_points, np.nan)
+            rows[name] = np.full(self.n_points, np.nan)
             if values is not None:  # a result without the exact-law measurements leaves them NaN
-                row[:n] = values
-            self.group[name][idx] = row
+                rows[name][:n] = values
+        with self.guard(cell):
+            for name, row in rows.items():
+                self.group[name][idx] = row
 
     def write_run_values(self, cell: Cell, values: dict) -> None:
         idx = self.index(cell)
-        for name, value in values.items():
-            if name in RUN_FLOAT_VARS:
-                self.group[name][idx] = float(value)
-            elif name in RUN_STR_VARS:
-                self.group[name][idx] = str(value)
-            else:
-                raise ValueError(f"{name} is not a per-run variable")
+        unknown = [name for name in values if name not in RUN_FLOAT_VARS and name not in RUN_STR_VARS]
+        if unknown:
+            raise ValueError(f"{unknown[0]} is not a per-run variable")
+        with self.guard(cell):
+            for name, value in values.items():
+                self.group[name][idx] = float(value) if name in RUN_FLOAT_VARS else str(value)
 
     def write_status(self, cells_status: list[tuple[Cell, str]]) -> None:
         """Coordinator only, holding the lock: read the status chunk, update, write it back."""
