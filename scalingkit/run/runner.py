@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from contextlib import closing
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 
@@ -49,11 +50,12 @@ class FillReport:
 
 
 def fill_missing(store_path, sweep=None, workers: int = 1, executor: str = "local", retry_failed: bool = False,
-                 device: str | None = None, progress: bool = True, echo=print, batch_variants="auto") -> FillReport:
+                 device: str | None = None, progress: bool = True, echo=print, batch_variants="auto",
+                 decide=None) -> FillReport:
     """Train every planned cell that is not finished. With `sweep`, its cells are added to the cube and only they are
     trained; without, every sweep stored in the cube is re-planned. Other coordinators may work on the same store at
     the same time: each cell is trained by exactly one. batch_variants: "auto", or at most this many cells of one
-    shape per batch (1: no batching).
+    shape per batch (1: no batching); decide: auto's timing probe (default: train/probe.py, in this process).
     Sweeps that search learning rates train in rounds: each round plans what the results so far ask for."""
     store_path = str(store_path)
     if sweep is not None:
@@ -77,7 +79,7 @@ def fill_missing(store_path, sweep=None, workers: int = 1, executor: str = "loca
     try:
         with claims.Heartbeat(store_path, owner):
             _fill(store_path, sweeps, owner, report, workers, executor, retry_failed, device, progress, echo,
-                  batch_variants, _Prober(threads_per_worker(workers)))
+                  batch_variants, decide or _Prober(threads_per_worker(workers)))
     finally:
         claims.retire(store_path, owner)  # after the workers have stopped: nothing can write these cells now
     if any(sw.lr_search is not None for sw in sweeps):
@@ -137,23 +139,43 @@ def _fill(store_path, sweeps, owner, report: FillReport, workers, executor, retr
 
 
 def _tasks(store_path, todo, workers, device, batch_variants, decide, echo, told: set) -> list[batching.Task]:
-    """The round's tasks: one per cell, or one per batch of cells of one shape."""
+    """The round's tasks: one per cell, or one per batch of cells of one shape. "auto" follows the choices the store
+    recorded per shape and records the ones it makes."""
     items = []
     for cell, sw in todo:
         config = sw.run_config(cell)
         if device is not None:
             config = replace(config, settings=replace(config.settings, device=device))
         items.append((cell, config, sw.families[cell.family]))
-    vocab = {f: int(spec["vocab_size"]) for f, spec in store.attrs(store_path).get("families", {}).items()}
-    planned, choices = batching.plan_tasks(items, batch_variants, workers, _device_kind(items, batch_variants),
-                                            vocab, decide)
+    attrs = store.attrs(store_path)
+    vocab = {f: int(spec["vocab_size"]) for f, spec in attrs.get("families", {}).items()}
+    kind = _device_kind(items, batch_variants)
+    recorded = attrs.get("batching", {}).get(kind, {})
+    planned, choices = batching.plan_tasks(items, batch_variants, workers, kind, vocab, decide, recorded=recorded)
     for choice in choices:
-        how = "one by one" if choice.k == 1 else f"batches of up to {choice.k}"
+        how = ("one by one" if not choice.stacked else f"batches of up to {choice.k}" if choice.k > 1
+               else "batched, one variant a batch")
         line = f"{choice.shape}: {how} ({choice.reason}; memory allows {choice.memory_k:,})"
         if line not in told:
             echo(line)
             told.add(line)
+    _record_choices(store_path, kind, [c for c in choices if c.new])
     return planned
+
+
+def _record_choices(store_path, kind: str, choices: list) -> None:
+    """Keep what "auto" decided per shape in the store's `batching` attribute (per device kind), so that the next
+    run trains those shapes the same way instead of probing again. The first choice recorded for a shape stands."""
+    if not choices:
+        return
+    with store.lock(store_path):
+        table = dict(store.attrs(store_path).get("batching", {}))
+        shapes = dict(table.get(kind, {}))
+        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for c in choices:
+            shapes.setdefault(c.shape, {"stacked": c.stacked, "k": c.k, "reason": c.reason, "at": at})
+        if shapes != table.get(kind):
+            store.set_attrs(store_path, batching={**table, kind: shapes})
 
 
 def _device_kind(items, batch_variants) -> str:
@@ -215,9 +237,9 @@ def _run_round(store_path, owner, tasks: list[batching.Task], workers, executor,
             report.planned += len(cells)
             mine = {cell: got[cell] for cell in cells}
             if len(cells) == 1:
-                yield run_cell, (store_path, cells[0], configs[0], task.family_spec, threads, mine)
+                yield run_cell, (store_path, cells[0], configs[0], task.family_spec, threads, mine, task.stacked)
             else:
-                yield run_batch, (store_path, cells, configs, task.family_spec, threads, mine)
+                yield run_batch, (store_path, cells, configs, task.family_spec, threads, mine, True)
 
     try:
         with closing(make_executor(executor, workers).run(claimed())) as results:

@@ -32,21 +32,25 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def run_cell(store_path: str, cell: Cell, config, family_spec: dict, threads: int, tickets: dict) -> Outcome:
+def run_cell(store_path: str, cell: Cell, config, family_spec: dict, threads: int, tickets: dict,
+             stacked: bool = False) -> Outcome:
     """Train `config` (an engine.RunConfig) and write its curve and per-run values. Never raises: a failure is an
     Outcome with status 'failed' and the error in one line."""
-    return run_batch(store_path, (cell,), (config,), family_spec, threads, tickets)[0]
+    return run_batch(store_path, (cell,), (config,), family_spec, threads, tickets, stacked)[0]
 
 
-def run_batch(store_path: str, cells, configs, family_spec: dict, threads: int, tickets: dict) -> list[Outcome]:
+def run_batch(store_path: str, cells, configs, family_spec: dict, threads: int, tickets: dict,
+              stacked: bool | None = None) -> list[Outcome]:
     """Train cells of one shape (differing only in lr and seed) and write each into its own region, exactly as
-    run_cell writes a single run. tickets: cell -> claims.Ticket, the coordinator's claims. One cell trains with
-    engine.train; several with batched.train_batch. Never raises: if the batch fails, every cell's Outcome is
-    'failed' with the error."""
+    run_cell writes a single run. tickets: cell -> claims.Ticket, the coordinator's claims. stacked: train with the
+    batched engine (batched.train_batch), even a single cell, so that a shape batched once keeps the batched engine's
+    numbers (they differ from engine.train's in the last digits and do not depend on the stack's size); default:
+    stacked when there are several cells. Never raises: if the batch fails, every cell's Outcome is 'failed'."""
     from scalingkit.families import build_family
     from scalingkit.store import RunWriter, claims
     from scalingkit.train import engine
 
+    stacked = len(cells) > 1 if stacked is None else stacked
     start = time.perf_counter()
     lost: set[int] = set()
     try:
@@ -54,7 +58,7 @@ def run_batch(store_path: str, cells, configs, family_spec: dict, threads: int, 
         family = build_family(cells[0].family, family_spec)
         writer = RunWriter(store_path, guard=claims.guard(store_path, tickets))
         partial = _PartialSaver(writer, cells, configs[0].settings.checkpoint_seconds, lost)
-        if len(cells) == 1:
+        if not stacked:
             results = [engine.train(configs[0], family, on_point=lambda r: partial(0, r))]
         else:
             from scalingkit.train.batched import train_batch
@@ -66,7 +70,7 @@ def run_batch(store_path: str, cells, configs, family_spec: dict, threads: int, 
             try:
                 if i in lost:
                     raise claims.ClaimLost(str(cell))
-                tokens = _write(writer, cell, config, family, result)
+                tokens = _write(writer, cell, config, family, result, len(cells) if stacked else 0)
             except claims.ClaimLost:
                 outcomes.append(Outcome(cell, "lost", "its claim was gone: not written", 0, seconds))
                 continue
@@ -114,7 +118,7 @@ class _PartialSaver:
                     raise _AllLost from None
 
 
-def _write(writer, cell: Cell, config, family, result) -> int:
+def _write(writer, cell: Cell, config, family, result, stack_variants: int) -> int:
     """The run's curve and per-run values (never `status`). Returns the tokens trained."""
     from datetime import datetime, timezone
 
@@ -132,6 +136,7 @@ def _write(writer, cell: Cell, config, family, result) -> int:
         "flops_6nd": facts["flops_6nd"],
         "flops_exact": facts["flops_exact"],
         "wall_seconds": result.wall_seconds,
+        "stack_variants": stack_variants,
         "config_hash": config.config_hash(family.spec()),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "message": result.message,

@@ -36,7 +36,7 @@ import numpy as np
 from scalingkit.errors import StoreError
 from scalingkit.store import journal
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RUN_DIMS = ("family", "param", "N", "D", "lr", "seed")
 STATUS = ("missing", "done", "diverged", "failed")
 STATUS_CODE = {name: code for code, name in enumerate(STATUS)}
@@ -46,11 +46,14 @@ STATUS_CODE = {name: code for code, name in enumerate(STATUS)}
 CURVE_VARS = ("step", "tokens", "train_loss", "eval_loss", "lr_now", "eval_loss_se", "excess_loss", "exact_loss",
               "exact_loss_se")
 RUN_FLOAT_VARS = ("final_eval_loss", "final_train_loss", "tokens_trained", "flops_6nd", "flops_exact", "wall_seconds",
-                  "final_eval_loss_se", "final_exact_loss", "final_exact_loss_se")
-# Schema 2 added the exact-law measurements. A store of schema 1 opens with them NaN; the coordinator adds the
-# (empty) arrays the first time it grows the store, and its runs are never retrained for them.
+                  "final_eval_loss_se", "final_exact_loss", "final_exact_loss_se", "stack_variants")
+# Schema 2 added the exact-law measurements, schema 3 how each run was trained (stack_variants: 0 alone, K in a stack
+# of K variants by the batched engine, whose numbers differ from a lone run's in the last digits). A store of an
+# older schema opens with them NaN; the coordinator adds the (empty) arrays before it trains, and its runs are never
+# retrained for them.
 ADDED_IN = {2: ("eval_loss_se", "excess_loss", "exact_loss", "exact_loss_se", "final_eval_loss_se",
-                "final_exact_loss", "final_exact_loss_se")}
+                "final_exact_loss", "final_exact_loss_se"),
+            3: ("stack_variants",)}
 RUN_STR_VARS = ("config_hash", "finished_at", "message")
 LABEL_DTYPES = {"family": object, "param": object, "N": np.int64, "D": np.int64, "lr": np.float64, "seed": np.int64}
 

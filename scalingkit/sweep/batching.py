@@ -5,7 +5,11 @@ choice, per shape (`--batch-variants`):
 - an integer K: batches of at most K (1 = every cell alone, as before batching existed);
 - "auto": batches as large as memory allows, kept only where a short timing probe (train/probe.py) shows them
   faster than training the cells one after another; shapes with too little work left to repay a probe train one
-  by one on the CPU and batched on a GPU (where batching small models always pays).
+  by one on the CPU and batched on a GPU (where batching small models always pays). A choice the store recorded
+  for the shape (`recorded`) is followed instead, so that a re-run trains as the first run did.
+A shape chosen for batching is "stacked": all its cells train with the batched engine, a cell left alone in its
+group too (a stack of one), because the batched engine's numbers differ from a lone run's in the last digits (and do
+not depend on how many variants share the stack).
 Everything here is plain data and arithmetic; torch is imported only to probe or to ask a GPU for its free memory.
 """
 from __future__ import annotations
@@ -27,6 +31,7 @@ class Task:
     cells: tuple[Cell, ...]
     configs: tuple  # engine.RunConfig for each cell
     family_spec: dict
+    stacked: bool = False  # trained by the batched engine (always when there are several cells)
 
 
 @dataclass
@@ -37,6 +42,9 @@ class Choice:
     k: int  # batch size used (1: one by one)
     memory_k: int  # the largest batch memory allows
     reason: str
+    stacked: bool = False  # the shape trains with the batched engine
+    recorded: bool = False  # followed from the store's record, not decided now
+    new: bool = False  # decided now by "auto" for a shape with cells to batch: worth recording in the store
 
 
 def shape_key(config) -> tuple:
@@ -72,11 +80,14 @@ def group(todo: list[tuple]) -> dict[tuple, list[tuple]]:
 
 
 def plan_tasks(todo: list[tuple], batch_variants, workers: int, device: str, vocab: dict, decide=None,
-               available: int | None = None) -> tuple[list[Task], list[Choice]]:
+               available: int | None = None, recorded: dict | None = None) -> tuple[list[Task], list[Choice]]:
     """Turn (cell, config, family_spec) items into tasks. batch_variants: "auto" or an int >= 1. vocab: family ->
-    vocabulary size. decide(items, k) -> Probe-like (with .pays and .speedup) times a shape for "auto"."""
+    vocabulary size. decide(items, k) -> Probe-like (with .pays and .speedup) times a shape for "auto". recorded:
+    shape label -> {"stacked", "k", "reason"}, the choices the store recorded, which "auto" follows."""
+    recorded = recorded if batch_variants == "auto" and recorded else {}
     groups = group(todo)
-    if batch_variants == 1 or all(len(g) == 1 for g in groups.values()):
+    stacks = any(recorded.get(_label(items[0][1]), {}).get("stacked") for items in groups.values())
+    if batch_variants == 1 or (all(len(g) == 1 for g in groups.values()) and not stacks):
         return [_task([item]) for item in todo], []
     if available is None:
         available = available_bytes(device)
@@ -88,14 +99,26 @@ def plan_tasks(todo: list[tuple], batch_variants, workers: int, device: str, voc
         config = shape_groups[0][0][1]
         k_mem = memory_k(config, vocab[config.family], device, workers, available)
         largest = max(shape_groups, key=len)
-        asked = len(largest) if batch_variants == "auto" else int(batch_variants)
-        k = min(asked, k_mem, len(largest))
-        reason = "bounded by memory" if k == k_mem < asked else "--batch-variants" if k == asked else "cells per shape"
-        if batch_variants == "auto" and k > 1:
-            k, reason = _auto(largest[:k], shape_groups, k, device, decide)
-        choices.append(Choice(_label(config), k, k_mem, reason))
+        rec = recorded.get(_label(config))
+        if rec is not None:
+            stacked = bool(rec["stacked"])
+            k = max(1, min(int(rec["k"]), k_mem, len(largest))) if stacked else 1
+            reason = f"as recorded in the store: {rec['reason']}; not probed again"
+            if stacked and k < int(rec["k"]):
+                reason += f"; at most {k} now ({'memory' if k == k_mem else 'cells per shape'})"
+            choices.append(Choice(_label(config), k, k_mem, reason, stacked=stacked, recorded=True))
+        else:
+            asked = len(largest) if batch_variants == "auto" else int(batch_variants)
+            k = min(asked, k_mem, len(largest))
+            reason = ("bounded by memory" if k == k_mem < asked else "--batch-variants" if k == asked
+                      else "cells per shape")
+            if batch_variants == "auto" and k > 1:
+                k, reason = _auto(largest[:k], shape_groups, k, device, decide)
+            stacked = k > 1
+            choices.append(Choice(_label(config), k, k_mem, reason, stacked=stacked,
+                                  new=batch_variants == "auto" and len(largest) > 1))
         for items in shape_groups:
-            tasks.extend(_task(chunk) for chunk in split(items, k))
+            tasks.extend(_task(chunk, stacked) for chunk in split(items, k))
     return _spread(tasks, workers), choices
 
 
@@ -111,8 +134,8 @@ def _auto(sample: list[tuple], shape_groups: list[list[tuple]], k: int, device: 
     return (k, verdict) if result.pays else (1, verdict)
 
 
-def _task(items: list[tuple]) -> Task:
-    return Task(tuple(i[0] for i in items), tuple(i[1] for i in items), items[0][2])
+def _task(items: list[tuple], stacked: bool = False) -> Task:
+    return Task(tuple(i[0] for i in items), tuple(i[1] for i in items), items[0][2], stacked or len(items) > 1)
 
 
 def _spread(tasks: list[Task], workers: int) -> list[Task]:
