@@ -1,6 +1,7 @@
 """The store: the cube (cube.py): its schema, creation and growth under the coordinator's lock, a run's region
 writes, status, and the reductions the fits read (best loss over learning rates and seeds, L(N, D) tables on the
-exact or the sampled loss, each family's loss floor).
+exact or the sampled loss, each family's loss floor). Beside it: which coordinator trains which cell (claims.py),
+the journal that makes growth and upgrades all-or-nothing (journal.py), and atomic file writes (atomic.py).
 
 Below the statistics layer and above training: may import model and families and the shared modules; never
 train, sweep, run, fit, optimal, plots or cli. Users' notebooks read the cube with xarray directly.
