@@ -71,6 +71,23 @@ def _floor_mask(values, floor, floor_kind):
     return values
 
 
+def _data_ylim(ax, y, err, floor=None):
+    """Fit the y axis to the data (and the floor), not to the bands: a loose fit's band can span nats and would
+    squash the points into a line."""
+    y = np.asarray(y, float)
+    err = np.nan_to_num(np.asarray(err, float)) if err is not None else np.zeros_like(y)
+    ok = np.isfinite(y)
+    if not ok.any():
+        return
+    lo, hi = np.min((y - err)[ok]), np.max((y + err)[ok])
+    if floor is not None and np.isfinite(floor):
+        lo = min(lo, floor)
+    if lo <= 0:
+        return
+    pad = (hi / lo) ** 0.06 if hi > lo else 1.05
+    ax.set_ylim(lo / pad, hi * pad)
+
+
 def _settings_for(cls, saved: dict) -> dict:
     params = inspect.signature(cls.__init__).parameters
     out = {k: v for k, v in saved.items() if k in params}
@@ -226,11 +243,13 @@ def plot_slices(collection, table, group: dict, *, loss_kind=None, n_convention=
                 if band is not None:
                     lo, hi = (_floor_mask(np.maximum(b, floor) if floor_kind == "exact" and floor is not None
                                           else b, floor, floor_kind) for b in band)
-                    ax.fill_between(grid, lo, hi, color=c, alpha=0.18, lw=0)
+                    ax.fill_between(grid, lo, hi, color=c, alpha=0.18 if len(fixed_values) <= 3 else 0.11, lw=0)
             res = y - r.predict(x)
             rax.errorbar(x, res, yerr=yerr if se_shown else None, fmt="o", ms=3.5, color=c, capsize=2, lw=1)
             rax.plot(x, res, "-", color=c, lw=0.6, alpha=0.6)
         _floor_line(ax, floor, floor_kind)
+        _data_ylim(ax, g["loss"].to_numpy(float), style.Z95 * g["loss_se"].to_numpy(float) if se_shown else None,
+                   floor)
         rax.axhline(0, color="k", lw=0.8)
         if not n_fits:
             rax.text(0.5, 0.5, "no fitted slice: no residuals", transform=rax.transAxes, ha="center",
@@ -427,11 +446,12 @@ def plot_fit2d(result, table, *, loss_kind=None, n_convention="total", floor=Non
                 if floor_kind == "exact" and floor is not None:
                     lo = np.maximum(lo, floor)
                 ax.fill_between(grid, _floor_mask(lo, floor, floor_kind), _floor_mask(hi, floor, floor_kind),
-                                color=c, alpha=0.18, lw=0)
+                                color=c, alpha=0.18 if len(fixed_values) <= 3 else 0.11, lw=0)
             res = y - pred[sel][order]
             rax.errorbar(x, res, yerr=yerr, fmt="o", ms=3.5, color=c, capsize=2, lw=1)
             rax.plot(x, res, "-", color=c, lw=0.6, alpha=0.6)
         _floor_line(ax, floor, floor_kind)
+        _data_ylim(ax, L, style.Z95 * se if se_shown else None, floor)
         rax.axhline(0, color="k", lw=0.8)
         ax.set_title(f"L against {axis}, one line per {other}", fontsize=10)
         ax.set_ylabel(style.loss_label(loss_kind))

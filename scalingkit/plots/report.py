@@ -716,6 +716,7 @@ class Report:
                           f"{st.get('n_points')} points. " + self._provenance_line(item))
 
     def _optimal_section(self, doc: Doc, item: Item, g: dict):
+        from scalingkit.optimal.result import law_cell
         from scalingkit.plots import optimal as po
 
         rep = item.obj
@@ -725,7 +726,8 @@ class Report:
                 rows.append([r.method, "FAILED", r.failure, "", "", "", "", ""])
                 continue
             row = [r.method, r.diagnostics.get("n_points", "-")]
-            row += [with_interval(r.params.get(k), r.intervals.get(k), 3) for k in ("gamma", "a", "b")]
+            row += [law_cell(r, k) if r.intervals.get(k) is not None else with_interval(r.params.get(k), None, 3)
+                    for k in ("gamma", "a", "b")]
             b0 = r.budgets[0] if r.budgets else None
             row += [with_interval(b0["values"].get(k), b0["intervals"].get(k), 3) if b0 else "-"
                     for k in ("N_opt", "D_opt", "tokens_per_param")]
@@ -733,7 +735,8 @@ class Report:
         budget = next((r.budgets[0]["C"] for r in rep.results if r.converged and r.budgets), None)
         at = f" at C = {fmt(budget, 3)}" if budget else ""
         doc.table(["method", "points", "gamma [95%]", "a [95%]", "b [95%]", f"N_opt{at}", f"D_opt{at}", "D/N"], rows,
-                  caption=f"L_opt = E_C + K C^-gamma, N_opt ~ C^a, D_opt ~ C^b; N = {rep.settings.get('n_convention')} "
+                  caption=f"L_opt = E_C + K C^-gamma, N_opt ~ C^a, D_opt ~ C^b (an interval's end marked (bound) is "
+                          f"the fit's bound, not set by the runs); N = {rep.settings.get('n_convention')} "
                           f"parameters, C = 6ND; loss {rep.provenance.get('source', {}).get('loss', '-')}. "
                           + self._provenance_line(item))
         methods_rows = [[r.method, r.diagnostics.get("interval_method", "-")] for r in rep.results if r.converged]
