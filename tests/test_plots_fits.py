@@ -149,6 +149,17 @@ def test_csv_fits_are_labelled_loss_and_name_their_n_column(tmp_path):
     assert "no band (no bootstrap)" in [t.get_text() for t in fig.legends[0].get_texts()]
 
 
+def test_a_one_column_csv_fit_gets_one_panel_with_its_fit_and_residuals():
+    table = law_table()[["N", "loss"]]  # N only: one power law over the whole table
+    coll = fit_slices(table, "powerlaw", group_cols=[], bootstrap=100)
+    fig = fits.plot_slices(coll, table, {}, n_column="params")
+    assert style.layout_problems(fig) == []
+    main, resid = fig.axes[:2]
+    assert main.get_title() == "L(N) (1 of 1 slices fitted)" and main.get_ylabel() == "loss"
+    assert resid.get_xlabel() == "N (column 'params')"
+    assert len([c for c in main.collections if isinstance(c, PolyCollection)]) == 1
+
+
 def test_ratio_figure_marks_every_slice_by_verdict(slices):
     _, coll = slices
     fig = fits.plot_ratios(coll, {"family": "er", "param": "sp"})

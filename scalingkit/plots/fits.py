@@ -205,32 +205,32 @@ def plot_slices(collection, table, group: dict, *, loss_kind=None, n_convention=
                 floor_kind="unknown", bands: bool = True, title: str = "", n_column: str | None = None):
     """L(N) at every fixed D and L(D) at every fixed N of one group, with fits, bands, floor and residuals.
     Returns the figure (style.save or style.png_bytes writes it)."""
-    fig, axes = style.figure(2, 2, size=(12.5, 7.2), gridspec_kw={"height_ratios": [3, 1.3]}, sharex="col")
     g = group_table(table, group)
+    present = [a for a in ("N", "D") if a in g.columns]  # a CSV may have one: then one fit along it
+    fig, axes = style.figure(2, len(present), size=(6.25 * len(present), 7.2),
+                             gridspec_kw={"height_ratios": [3, 1.3]}, sharex="col")
     se_shown = "loss_se" in g.columns and np.isfinite(g["loss_se"].to_numpy(float)).any()
     results = [r for r in collection.results if r.provenance.get("group", {}) == group] if group else \
         list(collection.results)
     band_states = []
-    for col, axis in enumerate(("N", "D")):
+    for col, axis in enumerate(present):
         other = "D" if axis == "N" else "N"
         ax, rax = axes[0, col], axes[1, col]
-        if axis not in g.columns or other not in g.columns:
-            ax.set_axis_off()
-            rax.set_axis_off()
-            continue
-        fixed_values = sorted(g[other].unique())
-        colour, sm = style.colour_scale(fixed_values)
+        whole = other not in g.columns
+        fixed_values = [None] if whole else sorted(g[other].unique())
+        colour, sm = ((lambda v: "tab:blue"), None) if whole else style.colour_scale(fixed_values)
         fitted = {float(r.provenance.get("fixed", {}).get(other, np.nan)): r for r in results
                   if r.provenance.get("axis") == axis}
         n_fits = 0
         for v in fixed_values:
-            s = g[g[other] == v].sort_values(axis)
+            s = (g if whole else g[g[other] == v]).sort_values(axis)
             x, y = s[axis].to_numpy(float), s["loss"].to_numpy(float)
             se = s["loss_se"].to_numpy(float) if "loss_se" in s.columns else np.full(len(s), np.nan)
             c = colour(v)
             yerr = np.where(np.isfinite(se), style.Z95 * se, 0.0)
             ax.errorbar(x, y, yerr=yerr if se_shown else None, fmt="o", ms=4, color=c, capsize=2, lw=1)
-            r = next((fr for fv, fr in fitted.items() if np.isclose(fv, v, rtol=1e-9)), None)
+            r = next(iter(fitted.values()), None) if whole else \
+                next((fr for fv, fr in fitted.items() if np.isclose(fv, v, rtol=1e-9)), None)
             if r is None or not r.converged:
                 continue
             n_fits += 1
@@ -246,7 +246,8 @@ def plot_slices(collection, table, group: dict, *, loss_kind=None, n_convention=
                     ax.fill_between(grid, lo, hi, color=c, alpha=0.18 if len(fixed_values) <= 3 else 0.11, lw=0)
             res = y - r.predict(x)
             rax.errorbar(x, res, yerr=yerr if se_shown else None, fmt="o", ms=3.5, color=c, capsize=2, lw=1)
-            rax.plot(x, res, "-", color=c, lw=0.6, alpha=0.6)
+            if len(np.unique(x)) == len(x) <= 30:  # a slice on a grid: its residuals joined, to show a trend
+                rax.plot(x, res, "-", color=c, lw=0.6, alpha=0.6)
         _floor_line(ax, floor, floor_kind)
         _data_ylim(ax, g["loss"].to_numpy(float), style.Z95 * g["loss_se"].to_numpy(float) if se_shown else None,
                    floor)
@@ -256,6 +257,7 @@ def plot_slices(collection, table, group: dict, *, loss_kind=None, n_convention=
                      va="center", color="0.4")
             rax.set_yticks([])
         name, what = AXIS_NAMES[axis]
+        what = f"L({axis})" if whole else what
         label = style.n_label(n_convention, n_column) if axis == "N" else style.D_LABEL
         fits_note = f"{n_fits} of {len(fixed_values)} slices fitted" if n_fits else \
             f"no fit: {g[axis].nunique()} distinct {axis} (4 needed)"
@@ -265,7 +267,9 @@ def plot_slices(collection, table, group: dict, *, loss_kind=None, n_convention=
         rax.set_xlabel(label)
         style.log_axis(ax, "x", "count")
         style.log_axis(ax, "y", "plain")
-        style.colourbar(fig, sm, [ax, rax], style.n_label(n_convention, n_column) if other == "N" else style.D_LABEL)
+        if sm is not None:
+            style.colourbar(fig, sm, [ax, rax], style.n_label(n_convention, n_column) if other == "N"
+                            else style.D_LABEL)
     if band_states and all(band_states):
         note = "95% band (bootstrap refits)"
     elif any(band_states):
@@ -422,6 +426,7 @@ def plot_fit2d(result, table, *, loss_kind=None, n_convention="total", floor=Non
         else:
             band_note = "no band (the data changed since the fit)"
     pred = result.predict(N, D) if result.converged else np.full(len(L), np.nan)
+    sparse = False
     for col, axis in enumerate(("N", "D")):
         other = "D" if axis == "N" else "N"
         ax, rax = axes[0, col], axes[1, col]
@@ -437,7 +442,12 @@ def plot_fit2d(result, table, *, loss_kind=None, n_convention="total", floor=Non
             ax.errorbar(x, y, yerr=yerr, fmt="o", ms=4, color=c, capsize=2, lw=1)
             if not result.converged:
                 continue
-            grid = np.geomspace(x.min(), x.max(), 80) if len(x) > 1 else x
+            if len(x) < 3:  # off a grid (an IsoFLOP table): too few points on this slice for a line, the law at each
+                ax.plot(x, _floor_mask(pred[sel][order], floor, floor_kind), "_", color=c, ms=9, mew=1.6)
+                rax.plot(x, y - pred[sel][order], "o", color=c, ms=3.5)
+                sparse = True
+                continue
+            grid = np.geomspace(x.min(), x.max(), 80)
             gN, gD = (grid, np.full_like(grid, v)) if axis == "N" else (np.full_like(grid, v), grid)
             ax.plot(grid, _floor_mask(result.predict(gN, gD), floor, floor_kind), "-", color=c, lw=1.4)
             band = _band_from_draws(result, draws, gN, gD) if draws else None
@@ -449,7 +459,8 @@ def plot_fit2d(result, table, *, loss_kind=None, n_convention="total", floor=Non
                                 color=c, alpha=0.18 if len(fixed_values) <= 3 else 0.11, lw=0)
             res = y - pred[sel][order]
             rax.errorbar(x, res, yerr=yerr, fmt="o", ms=3.5, color=c, capsize=2, lw=1)
-            rax.plot(x, res, "-", color=c, lw=0.6, alpha=0.6)
+            if len(fixed_values) <= 12:
+                rax.plot(x, res, "-", color=c, lw=0.6, alpha=0.6)
         _floor_line(ax, floor, floor_kind)
         _data_ylim(ax, L, style.Z95 * se if se_shown else None, floor)
         rax.axhline(0, color="k", lw=0.8)
@@ -460,8 +471,13 @@ def plot_fit2d(result, table, *, loss_kind=None, n_convention="total", floor=Non
         style.log_axis(ax, "x", "count")
         style.log_axis(ax, "y", "plain")
         style.colourbar(fig, sm, [ax, rax], style.n_label(n_convention, n_column) if other == "N" else style.D_LABEL)
-    fig.legend(handles=_proxies(floor, floor_kind, se_shown, band_note), loc="outside lower center", ncol=4,
-               fontsize=8, frameon=False)
+    handles = _proxies(floor, floor_kind, se_shown, band_note)
+    if sparse:
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], marker="_", ls="none", ms=9, mew=1.6, color="0.3",
+                              label="the law at a data point (slices of 1-2 points)"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5), fontsize=8, frameon=False)
     status = "" if result.converged else f" (FAILED: {result.failure})"
     fig.suptitle(title or f"{result.form} fit{status}", fontsize=11)
     return fig
