@@ -114,8 +114,8 @@ def finish_interrupted(path) -> str | None:
         with lock(path):
             return journal.recover(path)
     except OSError as exc:
-        raise StoreError(f"store {path} has an interrupted growth to finish, which needs write access to its "
-                         f"folder: {exc}") from None
+        raise StoreError(f"store {path} has an interrupted growth or upgrade to finish, which needs write access to "
+                         f"its folder: {exc}") from None
 
 
 # ---------------------------------------------------------------- opening and checking
