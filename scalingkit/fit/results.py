@@ -297,7 +297,7 @@ def record_in_index(doc: dict, path) -> Path:
     index = path.parent / INDEX_NAME
     row = index_row(doc, path)
     try:
-        with FileLock(str(index) + ".lock", timeout=60):
+        with FileLock(str(index.parent / f".{INDEX_NAME}.lock"), timeout=60):
             rows = [r for r in _read_rows(index) if r["file"] != row["file"]] + [row]
             buf = io.StringIO()
             writer = csv.DictWriter(buf, fieldnames=INDEX_COLUMNS, lineterminator="\n")

@@ -140,9 +140,11 @@ def slice_band(result, x, y, grid, max_draws: int = MAX_BAND_DRAWS):
     return np.nanpercentile(F, 2.5, axis=0), np.nanpercentile(F, 97.5, axis=0)
 
 
-def surface_draws(result, N, D, L, max_draws: int = 1000):
+def surface_draws(result, N, D, L, max_draws: int | None = None):
     """The bootstrap-over-runs refits of a Chinchilla or Kaplan fit (public parameter dicts), redrawn from the
-    recorded seed and settings; [] where the form has none or the fit has no bootstrap."""
+    recorded seed and settings (the first max_draws of them: default 1,000 where the form refits all draws at once,
+    as Chinchilla does, 100 where each draw is its own L-BFGS-B, as Kaplan's); [] where the form has none or the fit
+    has no bootstrap."""
     from scalingkit.fit import bootstrap as bs
     from scalingkit.fit import logfit
     from scalingkit.fit.form2d import Estimator2D, bootstrap_refits
@@ -158,6 +160,10 @@ def surface_draws(result, N, D, L, max_draws: int = 1000):
     est = cls(**{**_settings_for(cls, s), "workers": 1})
     settings = {**est.settings, "budget": s.get("budget"), "workers": 1}
     form = est.form
+    if max_draws is None:
+        from scalingkit.fit.form2d import is_batched
+
+        max_draws = 1000 if is_batched(form, settings) else 100
     n = len(L)
     idx = bs.resample_indices(s.get("seed"), B, n)[:max_draws]
     counts = np.stack([np.bincount(ix, minlength=n) for ix in idx])
