@@ -105,6 +105,31 @@ def _record_loss(results, df) -> None:
             r.provenance["loss"] = kinds[family]
 
 
+def _source(csv_path, store_path, n_col, d_col, c_col, loss_col, group_cols, drop_top, n_convention, family,
+            param) -> dict:
+    """What the results were fitted to (the store, or the CSV with its sha256, column mapping and --drop-top), for
+    their provenance and the results index (fit.results.source_record)."""
+    from scalingkit.fit.results import source_record
+
+    if csv_path:
+        return source_record(csv=csv_path, n_col=n_col, d_col=d_col, c_col=c_col, loss_col=loss_col,
+                             drop_top=drop_top, group_cols=group_cols)
+    return source_record(store=store_path, n_convention=n_convention, family=family, param=param,
+                         drop_top=drop_top)
+
+
+def _figures(results, df, out_dir: Path, n_convention, floors, csv_path, n_col) -> None:
+    """A figure per fit (plots/fits.py): into figures/ beside fits/ (the default), else into --out."""
+    from scalingkit.plots.fits import figures_for
+
+    folder = out_dir.parent / "figures" if out_dir.name == "fits" else out_dir
+    prefix = f"fit-{Path(csv_path).stem}" if csv_path else "fit"
+    for r in results:
+        for path in figures_for(r, df, folder, n_convention=n_convention, floors=floors,
+                                n_column=n_col if csv_path else None, prefix=prefix):
+            click.echo(f"wrote {path}", err=True)
+
+
 def _accepted(cls, **candidates):
     """Only the keyword settings the estimator's constructor takes (the surrogates take fewer)."""
     params = inspect.signature(cls.__init__).parameters
@@ -183,9 +208,10 @@ def _emit(results, as_json, out_dir, verbose=True):
               help="Cube, where a family's loss floor is exact: the offset (E) is fitted above the floor (free) or "
                    "fixed at it (floor; powerlaw, exponential and chinchilla).")
 @expr_options
+@click.option("--no-figures", is_flag=True, help="Do not draw a figure per fit (figures/ beside fits/, or --out).")
 def fit(form, family, param, n_convention, loss_kind, store_path, csv_path, n_col, d_col, c_col, loss_col,
         group_cols, drop_top, seed, as_json, out_dir, bootstrap, interval, solver, crosscheck, budget, workers,
-        verbose, offset, expr, guess, bounds, fixed, starts):
+        verbose, offset, expr, guess, bounds, fixed, starts, no_figures):
     """Fit a scaling-law form to the cube's L(N, D) (best over lr and seed) or to a CSV table.
 
     powerlaw/exponential: 1-d fits L(N) at every D and L(D) at every N, with wild-bootstrap BCa intervals,
@@ -217,6 +243,8 @@ def fit(form, family, param, n_convention, loss_kind, store_path, csv_path, n_co
                                 loss_col, group_cols, drop_top, loss_kind)
     floors = _floors(csv_path, store_path)
     out_dir = Path(out_dir) if out_dir else default_out_dir(store_path)
+    source = _source(csv_path, store_path, n_col, d_col, c_col, loss_col, group_cols if csv_path else (), drop_top,
+                     n_convention, family, param)
     if form in ONE_D:
         from scalingkit.fit.slices import fit_slices
 
@@ -225,7 +253,10 @@ def fit(form, family, param, n_convention, loss_kind, store_path, csv_path, n_co
         _record_loss(result.results, df)
         result.provenance["loss"] = sorted(set(df["loss_kind"])) if "loss_kind" in df else "csv"
         _note_floors(result.results, floors)
+        result.provenance["source"] = source
         _emit([result], as_json, out_dir, verbose)
+        if not no_figures:
+            _figures([result], df, out_dir, n_convention, floors, csv_path, n_col)
         if not any(r.converged for r in result.results):
             raise click.ClickException(f"every {form} fit failed (see the diagnostics above)")
         return
@@ -251,10 +282,13 @@ def fit(form, family, param, n_convention, loss_kind, store_path, csv_path, n_co
         r = cls(**group_settings).fit(*(g[c].to_numpy(float) if c in g else None for c in ("N", "D", "loss")),
                                       label=label)
         r.provenance["group"] = {c: str(g[c].iloc[0]) for c in group_cols if c in g.columns}
+        r.provenance["source"] = source
         results.append(r)
     _record_loss(results, df)
     _note_floors(results, floors)
     _emit(results, as_json, out_dir, verbose)
+    if not no_figures:
+        _figures(results, df, out_dir, n_convention, floors, csv_path, n_col)
     failed = [r for r in results if not r.converged]
     if failed:
         raise click.ClickException(f"{len(failed)} of {len(results)} {form} fit(s) failed: {failed[0].failure}")
@@ -295,6 +329,8 @@ def compare(forms, splits, family, param, n_convention, loss_kind, store_path, c
     df, group_cols = load_table(csv_path, store_path, family, param, n_convention, n_col, d_col, c_col,
                                 loss_col, group_cols, drop_top, loss_kind)
     out_dir = Path(out_dir) if out_dir else default_out_dir(store_path)
+    source = _source(csv_path, store_path, n_col, d_col, c_col, loss_col, group_cols if csv_path else (), drop_top,
+                     n_convention, family, param)
     docs, texts = [], []
     for label, g in _groups(df, group_cols):
         table.require_points(g, "compare", 2, two_d=True)
@@ -302,7 +338,10 @@ def compare(forms, splits, family, param, n_convention, loss_kind, store_path, c
                             forms=names, splits=splits, seed=seed, workers=workers)
         doc = res.to_dict()
         doc["provenance"] = {"label": label, "data_sha256": data_hash({c: g[c].to_numpy() for c in ("N", "D", "loss")}),
-                             "versions": package_versions(), "seed": seed}
+                             "versions": package_versions(), "seed": seed, "source": source,
+                             "group": {c: str(g[c].iloc[0]) for c in group_cols if c in g.columns}}
+        if "loss_kind" in g:
+            doc["provenance"]["loss"] = str(g["loss_kind"].iloc[0])
         docs.append(doc)
         texts.append((f"[{label}]\n" if label else "") + res.table())
     for doc in docs:
