@@ -56,9 +56,10 @@ DEFAULT_STORE = "store/cube.zarr"
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Directory for the results and figures (default: fits/ and figures/ beside the store).")
 @click.option("--no-figures", is_flag=True, help="Do not draw figures.")
+@click.option("--verbose", is_flag=True, help="Print every result's notes (default: how many there are).")
 def optimal(methods, family, param, store_path, csv_path, n_col, d_col, c_col, loss_col, drop_top, n_convention,
             loss_kind, flops, budgets, bootstrap, seed, grid, surrogates, mlp_epochs, mlp_hidden, isoflop_slicing,
-            isoflop_slices, envelope_min_fraction, envelope_edges, workers, as_json, out_dir, no_figures):
+            isoflop_slices, envelope_min_fraction, envelope_edges, workers, as_json, out_dir, no_figures, verbose):
     """Compute-optimal allocation by every method: gamma (L_opt = E_C + K C^-gamma), a (N_opt ~ C^a),
     b (D_opt ~ C^b), and N_opt, D_opt, D/N at the budgets, each with a 95% interval (but for the MLP
     surrogate's a, b and budget values: a bootstrap would refit the MLP per draw, too slow).
@@ -113,7 +114,7 @@ def optimal(methods, family, param, store_path, csv_path, n_col, d_col, c_col, l
         docs = [r.to_dict() for r in reports]
         click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=1))
     else:
-        click.echo("\n\n".join(r.table() for r in reports))
+        click.echo("\n\n".join(r.table(verbose=verbose) for r in reports))
     results = [x for r in reports for x in r.results]
     if results and not any(x.converged for x in results):
         raise click.ClickException(f"every method failed: {results[0].failure}")

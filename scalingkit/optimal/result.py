@@ -129,6 +129,9 @@ def failed(method: str, reason: str, **diagnostics) -> OptimalResult:
     return OptimalResult(method, diagnostics={**diagnostics, "failure": reason}, converged=False)
 
 
+AGREEMENT = 0.2  # methods agree on a when they lie within this of each other (issue #13)
+
+
 @dataclass
 class OptimalReport:
     """Every method's result for one group of runs, with the group's provenance."""
@@ -148,33 +151,64 @@ class OptimalReport:
     def methods(self) -> list[str]:
         return [r.method for r in self.results]
 
-    def table(self) -> str:
+    def table(self, verbose: bool = True) -> str:
+        """The methods side by side (gamma, a, b, then N_opt, D_opt, D/N at each budget), failures, whether the
+        methods agree on a, and every result's notes (verbose) or how many there are."""
         s = self.settings
         conf = int(round(100 * s.get("confidence", 0.95)))
         flops = "6ND" if s.get("flops", "6nd") == "6nd" else "exact FLOPs (envelope), 6ND elsewhere"
+        loss = self.provenance.get("source", {}).get("loss")
         lines = [f"compute-optimal [{self.label}]: N = {s.get('n_convention', 'total')} parameters, C = {flops}; "
-                 f"{conf}% intervals"]
+                 f"{conf}% intervals" + (f"; {loss} loss" if loss else "")]
         ok = [r for r in self.results if r.converged]
         width = max([len(r.method) for r in self.results] + [6])
         if ok:
-            lines.append(f"  {'method':<{width}}  {'points':>6}  " + "".join(f"{k:<26}" for k in ("gamma", "a", "b")))
-            for r in ok:
-                cells = "".join(f"{law_cell(r, k):<26}" for k in ("gamma", "a", "b"))
-                lines.append(f"  {r.method:<{width}}  {r.diagnostics.get('n_points', 0):>6}  {cells}")
-            budgets = [row["C"] for row in ok[0].budgets]
-            for i, C in enumerate(budgets):
+            laws = [[law_cell(r, k) for k in ("gamma", "a", "b")] for r in ok]
+            cols = [max(len(k), *(len(row[i]) for row in laws)) + 2 for i, k in enumerate(("gamma", "a", "b"))]
+            lines.append(f"  {'method':<{width}}  {'points':>6}  "
+                         + "".join(f"{k:<{c}}" for k, c in zip(("gamma", "a", "b"), cols)))
+            for r, row in zip(ok, laws):
+                lines.append(f"  {r.method:<{width}}  {r.diagnostics.get('n_points', 0):>6}  "
+                             + "".join(f"{cell:<{c}}" for cell, c in zip(row, cols)))
+            for i, C in enumerate(row["C"] for row in ok[0].budgets):
+                cells = [[fmt_interval(r.budgets[i]["values"][k], r.budgets[i]["intervals"].get(k))
+                          for k in BUDGET_NAMES] for r in ok]
+                cols = [max(len(k), *(len(row[j]) for row in cells)) + 2 for j, k in enumerate(("N_opt", "D_opt", "D/N"))]
                 lines.append(f"  at C = {C:.3g}:")
-                lines.append(f"  {'method':<{width}}  " + "".join(f"{k:<34}" for k in ("N_opt", "D_opt", "D/N")))
-                for r in ok:
-                    row = r.budgets[i]
-                    lines.append(f"  {r.method:<{width}}  " + "".join(
-                        f"{fmt_interval(row['values'][k], row['intervals'].get(k)):<34}" for k in BUDGET_NAMES))
+                lines.append(f"  {'method':<{width}}  " + "".join(f"{k:<{c}}" for k, c in zip(("N_opt", "D_opt", "D/N"), cols)))
+                for r, row in zip(ok, cells):
+                    lines.append(f"  {r.method:<{width}}  " + "".join(f"{cell:<{c}}" for cell, c in zip(row, cols)))
+        agreement = self.agreement()
+        if agreement:
+            lines.append(f"  {agreement}")
+        n_notes = 0
         for r in self.results:
             if not r.converged:
                 lines.append(f"  {r.method}: FAILED: {r.failure}")
-            for note in r.diagnostics.get("notes", []):
-                lines.append(f"  {r.method}: {note}")
+            notes = r.diagnostics.get("notes", [])
+            n_notes += len(notes)
+            if verbose:
+                lines += [f"  {r.method}: {note}" for note in notes]
+        if not verbose and n_notes:
+            lines.append(f"  {n_notes} note(s) on these results: --verbose, the saved JSON or the report")
         return "\n".join(line.rstrip() for line in lines)
+
+    def agreement(self, tolerance: float = AGREEMENT) -> str:
+        """One line: do the methods that estimate a agree within `tolerance`? If not, which one is furthest from
+        the others' median, and why (its first note, or how few points it rests on)."""
+        with_a = [r for r in self.results if r.converged and np.isfinite(r.params.get("a", np.nan))]
+        if len(with_a) < 2:
+            return ""
+        values = np.array([r.params["a"] for r in with_a])
+        if np.ptp(values) <= tolerance:
+            return (f"the {len(with_a)} methods agree on a within {tolerance:g} "
+                    f"({values.min():.3g} to {values.max():.3g})")
+        far = int(np.argmax([abs(v - np.median(np.delete(values, i))) for i, v in enumerate(values)]))
+        r = with_a[far]
+        others = np.delete(values, far)
+        why = next(iter(r.diagnostics.get("notes", [])), f"it rests on {r.diagnostics.get('n_points', '?')} points")
+        return (f"methods disagree on a: {r.method} gives {values[far]:.3g}, the others {others.min():.3g} to "
+                f"{others.max():.3g}; {r.method}: {why}")
 
     def __str__(self) -> str:
         return self.table()
