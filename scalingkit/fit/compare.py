@@ -99,8 +99,19 @@ def _single_process(est):
 
 
 def _run(tasks: list, workers: int) -> list:
+    from tqdm.auto import tqdm
+
+    from scalingkit.progress import resolve
+
+    # a comparison with the MLP takes a minute or more: say how far it is (stderr; off with the progress switch)
+    bar = tqdm(total=len(tasks), desc="comparing forms (fits over splits)", disable=not resolve(None), leave=False)
     if workers <= 1 or len(tasks) <= 1:
-        return [_fit_one(t) for t in tasks]
+        out = []
+        for t in tasks:
+            out.append(_fit_one(t))
+            bar.update()
+        bar.close()
+        return out
     # fork: no re-import of numpy/scipy/torch per worker and no `if __name__ == "__main__"` needed in user
     # scripts. Every fit keeps BLAS and torch to one thread, so the workers do not oversubscribe the cores.
     # Measured (64-run grid, 10 splits, chinchilla + kaplan + small MLP + kernel; 2-core machine shared with
@@ -109,7 +120,12 @@ def _run(tasks: list, workers: int) -> list:
     # time in a worker as in-process, so on free cores the splits divide the wall time by the worker count.
     ctx = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        return list(pool.map(_fit_one, tasks, chunksize=1))
+        out = []
+        for result in pool.map(_fit_one, tasks, chunksize=1):
+            out.append(result)
+            bar.update()
+    bar.close()
+    return out
 
 
 @dataclass

@@ -63,8 +63,15 @@ def run_methods(inputs: Inputs, methods=("all",), budgets=None, workers=None, **
     methods = methods_from(methods)
     common = {"bootstrap": int(s["bootstrap"]), "seed": s["seed"], "confidence": float(s["confidence"]),
               "workers": workers}
+    from tqdm.auto import tqdm
+
+    from scalingkit.progress import resolve
+
     results = []
-    for m in methods:
+    # the surrogates and the bootstraps over runs take tens of seconds: a bar says which method is running (stderr)
+    bar = tqdm(methods, desc=f"compute-optimal [{inputs.label}]", disable=not resolve(None), leave=False)
+    for m in bar:
+        bar.set_postfix_str(m)
         if m == "envelope":
             from scalingkit.optimal.envelope import envelope
 
