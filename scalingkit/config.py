@@ -25,6 +25,10 @@ class TrainSettings:
     eval_seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     checkpoint_seconds: float = 30.0  # how often a running run saves its partial curve (0: at every point)
+    # how often a running run saves a checkpoint to resume from after a kill or preemption (model, optimiser, data
+    # streams, partial curve: train/checkpoint.py); 0: never. Separate from checkpoint_seconds: a partial curve is a
+    # few kB written into the cube for notebooks, a checkpoint is ~3x the model's parameters written beside it.
+    checkpoint_minutes: float = 10.0
     mup_base_width: int = 128  # muP: the width at which muP coincides with SP (learning rates transfer from it)
 
     def to_dict(self) -> dict:
@@ -58,5 +62,6 @@ class RunConfig:
         d = self.to_dict()
         d["settings"].pop("device")
         d["settings"].pop("checkpoint_seconds")
+        d["settings"].pop("checkpoint_minutes")  # added later: hashes of older runs stay as they were
         d["family_spec"] = family_spec
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]

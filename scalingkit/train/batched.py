@@ -7,6 +7,10 @@ finished as `diverged` exactly where engine.train would stop it, and dropped fro
 Each variant's RunResult is what engine.train returns for it alone, up to float rounding, except `wall_seconds`
 and `eval_seconds`: a variant is charged its share of the batch's time (each interval split among the variants
 still training), so the shares add up to the batch's wall time.
+
+Given a CheckpointSpec the batch checkpoints as a whole (checkpoint.py): the stack's parameters, the stacked AdamW's
+state, every variant's data stream, partial curve and clock share, which variants are still live and how the others
+ended; it resumes only as the same variants in the same order.
 """
 from __future__ import annotations
 
@@ -20,8 +24,10 @@ import torch
 from scalingkit.config import RunConfig
 from scalingkit.device import resolve_device
 from scalingkit.model.gpt import GPTConfig, build_model
-from scalingkit.train.engine import (Batches, RunResult, _result, autocast_for, eval_chunk, eval_steps, learning_rate,
-                                     new_record, record_point)
+from scalingkit.train.checkpoint import (CheckpointSpec, Checkpointer, pack_record, restore_stream, stream_state,
+                                        unpack_record)
+from scalingkit.train.engine import (Batches, RunResult, _result, autocast_for, eval_chunk, eval_steps, family_spec,
+                                     learning_rate, new_record, record_point)
 from scalingkit.train.evaluation import HeldOut
 from scalingkit.train.memory import CPU_LOGITS_BYTES
 from scalingkit.train.stacked import StackedGPT
@@ -78,10 +84,11 @@ class _Clock:
         self.eval[live] += seconds / len(live)
 
 
-def train_batch(cfgs: list[RunConfig], family,
-                on_point: Callable[[int, RunResult], None] | None = None) -> list[RunResult]:
+def train_batch(cfgs: list[RunConfig], family, on_point: Callable[[int, RunResult], None] | None = None,
+                checkpoint: CheckpointSpec | None = None) -> list[RunResult]:
     """Train the variants together; results in the order of `cfgs`. `on_point(i, partial)` is called for every
-    variant still training after each evaluation (for partial-curve saving)."""
+    variant still training after each evaluation (for partial-curve saving). `checkpoint`: save the whole batch
+    there every so often, and go on from it if it exists and is this batch's (the same variants, in this order)."""
     check_batchable(cfgs)
     s, total_steps = cfgs[0].settings, cfgs[0].steps
     if total_steps < 1:
@@ -89,18 +96,45 @@ def train_batch(cfgs: list[RunConfig], family,
 
         raise UserError(f"token budget {cfgs[0].tokens} is smaller than one step of {s.batch} x {s.context} tokens")
     device = resolve_device(s.device)
-    stack, optimiser = build_stack(cfgs, family.vocab_size, device)
     autocast = autocast_for(device)
     held_out = HeldOut(family, s, device, eval_chunk(s))
-    streams = [Batches(family, s.batch, s.context, cfg.seed, device) for cfg in cfgs]
     points = eval_steps(total_steps, s.eval_points)
     tokens_per_step = s.batch * s.context
 
-    live = list(range(len(cfgs)))  # indices into cfgs of the variants still in the stack
-    recs = [new_record() for _ in cfgs]
-    ends: list[tuple[str, str] | None] = [None] * len(cfgs)  # (status, message) once a variant is finished
-    clock = _Clock(len(cfgs))
-    running, since_last, next_point = torch.zeros(len(live), device=device), 0, 0
+    def fresh():
+        stack, optimiser = build_stack(cfgs, family.vocab_size, device)
+        streams = [Batches(family, s.batch, s.context, cfg.seed, device) for cfg in cfgs]
+        live = list(range(len(cfgs)))  # indices into cfgs of the variants still in the stack
+        ends: list[tuple[str, str] | None] = [None] * len(cfgs)  # (status, message) once a variant is finished
+        return (stack, optimiser, streams, live, ends, [new_record() for _ in cfgs], _Clock(len(cfgs)),
+                torch.zeros(len(live), device=device), 0, 0, 0, ())
+
+    (stack, optimiser, streams, live, ends, recs, clock, running, since_last, next_point, first_step,
+     resumed_at) = fresh()
+    saver = None
+    if checkpoint is not None:
+        saver = Checkpointer(checkpoint, "batch", [cfg.config_hash(family_spec(family)) for cfg in cfgs])
+        state = saver.load(device)
+        if state is not None:
+            try:
+                for stream, saved in zip(streams, state["streams"], strict=True):
+                    restore_stream(stream, saved)
+                live = [int(i) for i in state["live"]]
+                stack.load(state["params"], len(live))
+                optimiser.load_state_dict(state["optimiser"], stack.params)
+                torch.set_rng_state(state["torch_rng"].cpu())
+                ends = [tuple(e) if e is not None else None for e in state["ends"]]
+                recs = [unpack_record(r) for r in state["records"]]
+                clock.wall, clock.eval = np.array(state["clock_wall"]), np.array(state["clock_eval"])
+                running, since_last = state["running"].to(device), int(state["since_last"])
+                first_step, next_point = int(state["step"]), int(state["next_point"])
+                resumed_at = (*state["resumed_at"], first_step)
+                if len(ends) != len(cfgs) or len(recs) != len(cfgs) or len(running) != len(live):
+                    raise ValueError("its variants do not add up")
+            except Exception as exc:  # noqa: BLE001 - a checkpoint that does not fit is ignored, never half-used
+                saver.ignore(f"it does not fit this batch ({type(exc).__name__}: {exc})")
+                (stack, optimiser, streams, live, ends, recs, clock, running, since_last, next_point, first_step,
+                 resumed_at) = fresh()
 
     def finish(rows: list[int], message: Callable[[int], str]) -> None:
         """Finish the stack rows as diverged and drop them (a frozen variant costs nothing more)."""
@@ -115,7 +149,8 @@ def train_batch(cfgs: list[RunConfig], family,
             running = running[keep]
         live = [live[r] for r in keep]
 
-    for step in range(total_steps):
+    clock.last = time.perf_counter()
+    for step in range(first_step, total_steps):
         lr_now = np.array([learning_rate(step, total_steps, cfgs[i].lr, s.warmup_fraction) for i in live])
         seqs = torch.from_numpy(np.stack([streams[i].sample() for i in live])).to(device, non_blocking=True)
         x, y = seqs[:, :, :-1], seqs[:, :, 1:]
@@ -155,11 +190,21 @@ def train_batch(cfgs: list[RunConfig], family,
             if on_point is not None:
                 clock.charge(live)
                 for i in live:
-                    on_point(i, _result(recs[i], tokens_per_step, "running", clock.wall[i], "", clock.eval[i]))
+                    on_point(i, _result(recs[i], tokens_per_step, "running", clock.wall[i], "", clock.eval[i],
+                                        resumed_at))
+        if saver is not None and done_steps < total_steps and saver.due():
+            clock.charge(live)
+            saver.save(done_steps, {
+                "params": {n: p.detach() for n, p in stack.params.items()},
+                "optimiser": optimiser.state_dict(), "live": list(live), "ends": list(ends),
+                "records": [pack_record(r) for r in recs], "streams": [stream_state(b) for b in streams],
+                "running": running.detach(), "since_last": since_last, "next_point": next_point,
+                "clock_wall": clock.wall.tolist(), "clock_eval": clock.eval.tolist(),
+                "torch_rng": torch.get_rng_state(), "resumed_at": list(resumed_at)})
     if live:
         clock.charge(live)
     out = []
     for i in range(len(cfgs)):
         status, message = ends[i] or ("done", "")
-        out.append(_result(recs[i], tokens_per_step, status, clock.wall[i], message, clock.eval[i]))
+        out.append(_result(recs[i], tokens_per_step, status, clock.wall[i], message, clock.eval[i], resumed_at))
     return out

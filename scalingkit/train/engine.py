@@ -3,7 +3,8 @@
 The engine knows nothing about stores or sweeps: it takes a RunConfig and a data family, trains one epoch of fresh
 sequences, evaluates on a fixed held-out set at a fixed log-spaced set of steps (the sampled loss, and the exact
 excess loss where the family knows its next-token law: evaluation.py), and returns a RunResult. A callback sees
-every evaluated point, so a caller can save partial curves while a long run is going.
+every evaluated point, so a caller can save partial curves while a long run is going. Given a CheckpointSpec, a run
+saves a checkpoint every so often and resumes from a matching one (checkpoint.py).
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from scalingkit.config import RunConfig, TrainSettings  # noqa: F401 - re-export
 from scalingkit.device import resolve_device
 from scalingkit.model.counts import total_params, train_flops_per_token
 from scalingkit.model.gpt import GPTConfig, build_model
+from scalingkit.train.checkpoint import (CheckpointSpec, Checkpointer, pack_record, restore_stream, stream_state,
+                                        unpack_record)
 from scalingkit.train.memory import EVAL_CHUNK_SEQUENCES
 from scalingkit.train.evaluation import TRAIN_STREAM, HeldOut, Scores, held_out_set  # noqa: F401 - re-exported
 
@@ -40,6 +43,7 @@ class RunResult:
     excess_loss: np.ndarray | None = None  # mean KL from the family's true law (nan: law unknown)
     exact_loss: np.ndarray | None = None  # the family's loss floor + excess_loss
     exact_loss_se: np.ndarray | None = None  # also the excess's (the floor is a constant)
+    resumed_at: tuple[int, ...] = ()  # steps at which the run went on from a checkpoint (none: trained in one go)
 
     def final(self, name: str) -> float:
         """The last point of curve `name` of a finished run (nan for a run that did not finish, or not measured)."""
@@ -95,9 +99,11 @@ class Batches:
     def __init__(self, family, batch: int, context: int, seed: int, device: torch.device):
         self.family, self.batch, self.context, self.device = family, batch, context, device
         self.rng = np.random.default_rng([TRAIN_STREAM, int(seed)])
+        self.drawn = 0  # batches sampled so far (a checkpoint's stream position)
 
     def sample(self) -> np.ndarray:
         """The next (batch, context + 1) token ids, on the host (a batched trainer stacks several streams)."""
+        self.drawn += 1
         return self.family.sample(self.batch, self.context + 1, self.rng)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,8 +128,10 @@ def record_point(rec: dict, step: int, mean_train: float, lr_now: float, scores:
     rec["scores"].append(scores)
 
 
-def train(cfg: RunConfig, family, on_point: Callable[[RunResult], None] | None = None) -> RunResult:
-    """Train one run. `on_point(partial_result)` is called after each evaluation (for partial-curve saving)."""
+def train(cfg: RunConfig, family, on_point: Callable[[RunResult], None] | None = None,
+          checkpoint: CheckpointSpec | None = None) -> RunResult:
+    """Train one run. `on_point(partial_result)` is called after each evaluation (for partial-curve saving).
+    `checkpoint`: save a checkpoint there every so often, and go on from it if it exists and is this run's."""
     s = cfg.settings
     if cfg.steps < 1:
         from scalingkit.errors import UserError
@@ -132,25 +140,38 @@ def train(cfg: RunConfig, family, on_point: Callable[[RunResult], None] | None =
             f"token budget {cfg.tokens} is smaller than one step of {s.batch} x {s.context} tokens"
         )
     device = resolve_device(s.device)
-    torch.manual_seed(cfg.seed)  # nothing should draw from the global generator, but keep runs reproducible anyway
-    model_cfg = GPTConfig(vocab_size=family.vocab_size, n_layer=cfg.n_layer, d_model=cfg.d_model, context=s.context)
-    model, parameterisation = build_model(model_cfg, cfg.param, cfg.seed, s.mup_base_width)
-    model.to(device)
-    groups = parameterisation.param_groups(model, cfg.lr, s.weight_decay)
-    optimiser = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(s.betas), eps=s.eps,
-                                  fused=device.type == "cuda")
+    model, optimiser, batches = _fresh(cfg, family, device)
     autocast = autocast_for(device)
     held_out = HeldOut(family, s, device, eval_chunk(s))
-    batches = Batches(family, s.batch, s.context, cfg.seed, device)
     points = eval_steps(cfg.steps, s.eval_points)
     tokens_per_step = s.batch * s.context
 
     rec = new_record()
     running, since_last = torch.zeros((), device=device), 0
     status, message = "done", ""
-    start = time.perf_counter()
-    next_point, eval_seconds = 0, 0.0
-    for step in range(cfg.steps):
+    first_step, next_point, eval_seconds, elapsed, resumed_at = 0, 0, 0.0, 0.0, ()
+    saver = None
+    if checkpoint is not None:
+        saver = Checkpointer(checkpoint, "run", [cfg.config_hash(family_spec(family))])
+        state = saver.load(device)
+        if state is not None:
+            try:
+                restore_stream(batches, state["stream"])
+                model.load_state_dict(state["model"])
+                optimiser.load_state_dict(state["optimiser"])
+                torch.set_rng_state(state["torch_rng"].cpu())
+                rec = unpack_record(state["record"])
+                running, since_last = state["running"].to(device), int(state["since_last"])
+                first_step, next_point = int(state["step"]), int(state["next_point"])
+                eval_seconds, elapsed = float(state["eval_seconds"]), float(state["elapsed"])
+                resumed_at = (*state["resumed_at"], first_step)
+            except Exception as exc:  # noqa: BLE001 - a checkpoint that does not fit is ignored, never half-used
+                saver.ignore(f"it does not fit this run ({type(exc).__name__}: {exc})")
+                model, optimiser, batches = _fresh(cfg, family, device)
+                rec, running, since_last = new_record(), torch.zeros((), device=device), 0
+                first_step, next_point, eval_seconds, elapsed, resumed_at = 0, 0, 0.0, 0.0, ()
+    start = time.perf_counter() - elapsed
+    for step in range(first_step, cfg.steps):
         lr_now = learning_rate(step, cfg.steps, cfg.lr, s.warmup_fraction)
         for group in optimiser.param_groups:
             group["lr"] = lr_now * group.get("lr_scale", 1.0)
@@ -183,8 +204,35 @@ def train(cfg: RunConfig, family, on_point: Callable[[RunResult], None] | None =
                 status, message = "diverged", f"evaluation loss became {scores.eval_loss} at step {done_steps}"
                 break
             if on_point is not None:
-                on_point(_result(rec, tokens_per_step, "running", time.perf_counter() - start, "", eval_seconds))
-    return _result(rec, tokens_per_step, status, time.perf_counter() - start, message, eval_seconds)
+                on_point(_result(rec, tokens_per_step, "running", time.perf_counter() - start, "", eval_seconds,
+                                 resumed_at))
+        if saver is not None and done_steps < cfg.steps and saver.due():
+            saver.save(done_steps, {
+                "model": model.state_dict(), "optimiser": optimiser.state_dict(), "running": running.detach(),
+                "since_last": since_last, "next_point": next_point, "record": pack_record(rec),
+                "stream": stream_state(batches), "torch_rng": torch.get_rng_state(),
+                "elapsed": time.perf_counter() - start, "eval_seconds": eval_seconds,
+                "resumed_at": list(resumed_at)})
+    return _result(rec, tokens_per_step, status, time.perf_counter() - start, message, eval_seconds, resumed_at)
+
+
+def _fresh(cfg: RunConfig, family, device: torch.device):
+    """A run's model, optimiser and data stream at step 0."""
+    s = cfg.settings
+    torch.manual_seed(cfg.seed)  # nothing should draw from the global generator, but keep runs reproducible anyway
+    model_cfg = GPTConfig(vocab_size=family.vocab_size, n_layer=cfg.n_layer, d_model=cfg.d_model, context=s.context)
+    model, parameterisation = build_model(model_cfg, cfg.param, cfg.seed, s.mup_base_width)
+    model.to(device)
+    groups = parameterisation.param_groups(model, cfg.lr, s.weight_decay)
+    optimiser = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(s.betas), eps=s.eps,
+                                  fused=device.type == "cuda")
+    return model, optimiser, Batches(family, s.batch, s.context, cfg.seed, device)
+
+
+def family_spec(family) -> dict:
+    """What RunConfig.config_hash takes of the family (a duck-typed family without spec(): nothing)."""
+    spec = getattr(family, "spec", None)
+    return spec() if spec is not None else {}
 
 
 def eval_chunk(settings: TrainSettings) -> int:
@@ -192,7 +240,8 @@ def eval_chunk(settings: TrainSettings) -> int:
     return max(settings.batch, EVAL_CHUNK_SEQUENCES)
 
 
-def _result(rec: dict, tokens_per_step: int, status: str, wall: float, message: str, eval_s: float) -> RunResult:
+def _result(rec: dict, tokens_per_step: int, status: str, wall: float, message: str, eval_s: float,
+            resumed_at: tuple[int, ...] = ()) -> RunResult:
     steps = np.asarray(rec["steps"], dtype=np.int64)
     scores = rec["scores"]
 
@@ -213,4 +262,5 @@ def _result(rec: dict, tokens_per_step: int, status: str, wall: float, message: 
         excess_loss=column("excess_loss"),
         exact_loss=column("exact_loss"),
         exact_loss_se=column("excess_loss_se"),
+        resumed_at=tuple(resumed_at),
     )

@@ -66,6 +66,16 @@ class StackedGPT:
         """Drop every variant not in `rows` (a frozen variant stops costing compute)."""
         self.params = {n: p.detach()[rows].requires_grad_() for n, p in self.params.items()}
 
+    def load(self, params: dict[str, torch.Tensor], k: int) -> None:
+        """Take the K = k variants' parameters `params` (a checkpoint's): the same names and shapes, any K."""
+        device = next(iter(self.params.values())).device
+        if set(params) != set(self.params):
+            raise ValueError(f"parameters {sorted(set(params) ^ set(self.params))} do not match the stack's")
+        for n, p in params.items():
+            if tuple(p.shape) != (k, *self.params[n].shape[1:]):
+                raise ValueError(f"{n} has shape {tuple(p.shape)}, the stack wants {(k, *self.params[n].shape[1:])}")
+        self.params = {n: params[n].detach().to(device).contiguous().requires_grad_() for n in self.params}
+
     def variant(self, k: int) -> dict[str, torch.Tensor]:
         """Variant k's weights, named as in the module (for tests and inspection)."""
         return {n: p.detach()[k] for n, p in self.params.items()}

@@ -30,6 +30,21 @@ class StackedAdamW:
         self.exp_avg = {n: m[rows] for n, m in self.exp_avg.items()}
         self.exp_avg_sq = {n: v[rows] for n, v in self.exp_avg_sq.items()}
 
+    def state_dict(self) -> dict:
+        """The step count and both moments (for a checkpoint)."""
+        return {"steps": self.steps, "exp_avg": {n: m.detach() for n, m in self.exp_avg.items()},
+                "exp_avg_sq": {n: v.detach() for n, v in self.exp_avg_sq.items()}}
+
+    def load_state_dict(self, state: dict, params: dict[str, torch.Tensor]) -> None:
+        """Go on from `state_dict()`'s state, stepping `params` (the stack's, loaded from the same checkpoint)."""
+        for key in ("exp_avg", "exp_avg_sq"):
+            moments = state[key]
+            if set(moments) != set(params) or any(moments[n].shape != p.shape for n, p in params.items()):
+                raise ValueError(f"the optimiser's {key} does not match the stack's parameters")
+        self.params, self.steps = params, int(state["steps"])
+        self.exp_avg = {n: state["exp_avg"][n].to(p.device).contiguous() for n, p in params.items()}
+        self.exp_avg_sq = {n: state["exp_avg_sq"][n].to(p.device).contiguous() for n, p in params.items()}
+
     def zero_grad(self) -> None:
         for p in self.params.values():
             p.grad = None
