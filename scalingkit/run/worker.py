@@ -1,5 +1,5 @@
 """What one worker process does for one cell or one batch of cells: build the family, train, write each cell's
-own region of the cube.
+own region of the cube, its checksum last (read back first: a write that did not land fails the run).
 
 A worker never writes `status`: it returns the outcome and the coordinator records it under the store lock, so a
 worker killed at any moment leaves its cell `missing` (at worst with a partial curve that the re-run overwrites).
@@ -119,7 +119,7 @@ class _PartialSaver:
 
 
 def _write(writer, cell: Cell, config, family, result, stack_variants: int) -> int:
-    """The run's curve and per-run values (never `status`). Returns the tokens trained."""
+    """The run's curve, per-run values and, last, its checksum (never `status`). Returns the tokens trained."""
     from datetime import datetime, timezone
 
     from scalingkit.train import engine
@@ -141,4 +141,5 @@ def _write(writer, cell: Cell, config, family, result, stack_variants: int) -> i
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "message": result.message,
     })
+    writer.write_checksum(cell, result.status)  # last: a run with a checksum has all its values (store/integrity.py)
     return facts["tokens_trained"]

@@ -201,6 +201,14 @@ def held_by_others(store, owner: Owner) -> dict:
             if c["owner"] != owner.id and owners.alive(c["owner"])}
 
 
+def live(store) -> list[dict]:
+    """The claims that live owners hold now (what other coordinators are training), read without the lock (the
+    files are replaced whole): each {"cell": labels, "owner": Owner or None, "since": when it was claimed}."""
+    owners = _Owners(store)
+    return [{"cell": c["cell"], "owner": owners.get(c["owner"]), "since": c.get("since")}
+            for c in _load(store).values() if owners.alive(c["owner"])]
+
+
 def cell_key(cell: Cell) -> str:
     family, param, n, d, lr, seed = cell.labels()
     return json.dumps([family, param, n, d, float(f"{lr:.12g}"), seed])

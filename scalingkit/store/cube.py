@@ -9,10 +9,13 @@ Who writes what, so that concurrent writers never lose data:
   `status`, always holding the store's file lock, and records status only for cells it claimed (claims.py);
 - a worker writes only the chunks of a run it holds a claim for (one run = one chunk along every run dimension),
   checking the claim under the lock before every write, and never touches `status`, metadata or attributes.
-A run is `done` only once its curve is fully written and the coordinator has recorded it: a worker killed half-way
-leaves `status` at `missing` (possibly with a partial curve, which the next run overwrites).
+A run is `done` only once its curve, its per-run values and, last, its checksum are written and the coordinator has
+recorded it: a worker killed half-way leaves `status` at `missing` (possibly with a partial curve, which the next run
+overwrites). The checksum (integrity.py) lets every read find damage on disk instead of using it.
 Growth and the schema upgrade go through a journal (journal.py) and every metadata write is atomic (atomic.py), so
-an interruption leaves the old cube or the new one, never a mix.
+an interruption leaves the old cube or the new one, never a mix. Every metadata change also rewrites the
+consolidated metadata in the group's zarr.json (in the same journalled step), so a notebook's plain
+`xr.open_zarr(path)` is quiet and reads one file; scalingkit itself reads the arrays' own metadata.
 
 `status` is an int8 code with CF `flag_values`/`flag_meanings` attributes in one chunk per store rather than one per
 run: `scalingkit status` must read 10,000 runs in well under two seconds, and zarr costs ~0.2 ms per chunk read;
@@ -27,7 +30,6 @@ import shutil
 import threading
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -36,44 +38,8 @@ import numpy as np
 from scalingkit.errors import StoreError
 from scalingkit.store import journal
 
-SCHEMA_VERSION = 3
-RUN_DIMS = ("family", "param", "N", "D", "lr", "seed")
-STATUS = ("missing", "done", "diverged", "failed")
-STATUS_CODE = {name: code for code, name in enumerate(STATUS)}
-# eval_loss is the sampled loss (the held-out sequences' own next tokens); excess_loss the mean KL from the family's
-# true next-token law, exact_loss = loss floor + excess_loss (NaN where the law is unknown: natural text); *_se
-# their standard errors over held-out sequences (exact_loss_se is also the excess's).
-CURVE_VARS = ("step", "tokens", "train_loss", "eval_loss", "lr_now", "eval_loss_se", "excess_loss", "exact_loss",
-              "exact_loss_se")
-RUN_FLOAT_VARS = ("final_eval_loss", "final_train_loss", "tokens_trained", "flops_6nd", "flops_exact", "wall_seconds",
-                  "final_eval_loss_se", "final_exact_loss", "final_exact_loss_se", "stack_variants")
-# Schema 2 added the exact-law measurements, schema 3 how each run was trained (stack_variants: 0 alone, K in a stack
-# of K variants by the batched engine, whose numbers differ from a lone run's in the last digits). A store of an
-# older schema opens with them NaN; the coordinator adds the (empty) arrays before it trains, and its runs are never
-# retrained for them.
-ADDED_IN = {2: ("eval_loss_se", "excess_loss", "exact_loss", "exact_loss_se", "final_eval_loss_se",
-                "final_exact_loss", "final_exact_loss_se"),
-            3: ("stack_variants",)}
-RUN_STR_VARS = ("config_hash", "finished_at", "message")
-LABEL_DTYPES = {"family": object, "param": object, "N": np.int64, "D": np.int64, "lr": np.float64, "seed": np.int64}
-
-
-@dataclass(frozen=True, order=True)
-class Cell:
-    """One run's coordinates in the cube."""
-
-    family: str
-    param: str
-    N: int
-    D: int
-    lr: float
-    seed: int
-
-    def labels(self) -> tuple:
-        return (self.family, self.param, int(self.N), int(self.D), float(self.lr), int(self.seed))
-
-    def __str__(self) -> str:
-        return f"{self.family}/{self.param}/N={self.N}/D={self.D}/lr={self.lr:g}/seed={self.seed}"
+from scalingkit.store.schema import (ADDED_IN, CHECKSUM, CURVE_VARS, LABEL_DTYPES, RUN_DIMS,  # noqa: F401
+                                     RUN_FLOAT_VARS, RUN_STR_VARS, SCHEMA_VERSION, STATUS, STATUS_CODE, Cell)
 
 
 def package_versions() -> dict:
@@ -112,7 +78,10 @@ def finish_interrupted(path) -> str | None:
         return None
     try:
         with lock(path):
-            return journal.recover(path)
+            done = journal.recover(path)
+            if done is not None:  # a journal from before consolidated metadata left it stale: make it current
+                journal.write_file(Path(path), "zarr.json", _root_step(Path(path))["new"])
+            return done
     except OSError as exc:
         raise StoreError(f"store {path} has an interrupted growth or upgrade to finish, which needs write access to "
                          f"its folder: {exc}") from None
@@ -121,7 +90,7 @@ def finish_interrupted(path) -> str | None:
 # ---------------------------------------------------------------- opening and checking
 
 REQUIRED = (*RUN_DIMS, "point", "status", "n_params", "n_layer", "d_model", *CURVE_VARS, *RUN_FLOAT_VARS,
-            *RUN_STR_VARS)
+            *RUN_STR_VARS, CHECKSUM)
 
 
 def required(version: int) -> tuple:
@@ -149,7 +118,8 @@ def open_group(path, mode="r"):
         raise StoreError(f"no cube at {path} (run `scalingkit train SWEEP.toml --fill-missing` to create one)")
     finish_interrupted(path)
     with _reading(path):
-        group = zarr.open_group(str(path), mode=mode, zarr_format=3)
+        # the arrays' own metadata, not the consolidated copy (kept for notebooks): they are what the journal changes
+        group = zarr.open_group(str(path), mode=mode, zarr_format=3, use_consolidated=False)
         version = group.attrs.get("schema_version")
         if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
             newer = isinstance(version, int) and version > SCHEMA_VERSION
@@ -178,7 +148,8 @@ def upgrade(path) -> bool:
         absent = [v for v in REQUIRED if not (path / v / "zarr.json").exists()]
         steps = [{"file": f"{name}/zarr.json", "old": None, "new": text}
                  for name, text in _array_metadata(run_shape, group["point"].shape[0], absent).items()]
-        journal.apply(path, "upgrade", steps + [_root_step(path, schema_version=SCHEMA_VERSION)])
+        sealed = {"checksums": {"format": 1, "sealed": False}} if version < 4 else {}  # verify.seal finishes it
+        journal.apply(path, "upgrade", steps + [_root_step(path, steps, schema_version=SCHEMA_VERSION, **sealed)])
     return True
 
 
@@ -193,28 +164,57 @@ def _array_metadata(run_shape: tuple, n_points: int, names: list) -> dict:
     return {name: files[f"{name}/zarr.json"].to_bytes().decode() for name in names}
 
 
-def _root_step(path: Path, **attributes) -> dict:
-    """A journal step rewriting the group metadata with these attributes changed. Every change rewrites it (even
-    unchanged), so a reader can tell by its file whether the cube changed while it read (_consistent)."""
+def _root_step(path: Path, steps: list | None = None, **attributes) -> dict:
+    """A journal step rewriting the group metadata with these attributes changed and its consolidated metadata as
+    the arrays will be once `steps` (those before it) are applied. Every change rewrites it (even unchanged), so a
+    reader can tell by its file whether the cube changed while it read (_consistent)."""
     old = (path / "zarr.json").read_text()
     doc = json.loads(old)
     doc.setdefault("attributes", {}).update(attributes)
+    changes = {Path(step["file"]).parent.name: step["new"] for step in steps or ()
+               if "file" in step and step["file"] != "zarr.json"}
+    doc["consolidated_metadata"] = _consolidated(path, changes)
     return {"file": "zarr.json", "old": old, "new": json.dumps(doc, indent=2, allow_nan=True)}
 
 
-def open_cube(path, decode_status: bool = True):
+def _consolidated(path: Path, changes: dict) -> dict:
+    """The group's consolidated metadata (zarr v3, inline: what zarr.consolidate_metadata writes, without its
+    warning) for the arrays on disk, with `changes` (array name -> its new zarr.json text, None: removed) applied."""
+    metadata = {meta.parent.name: json.loads(meta.read_text()) for meta in path.glob("*/zarr.json")}
+    for name, text in changes.items():
+        if text is None:
+            metadata.pop(name, None)
+        else:
+            metadata[name] = json.loads(text)
+    return {"kind": "inline", "must_understand": False,
+            "metadata": dict(sorted(metadata.items(), key=lambda item: item[0].lower()))}
+
+
+def open_cube(path, decode_status: bool = True, verify: bool = True):
     """The cube as a lazily loaded xarray Dataset, numeric labels sorted, `status` decoded to strings.
 
-    Equivalent to `xr.open_zarr(path, chunks=None, consolidated=False)` plus those two conveniences."""
+    Equivalent to `xr.open_zarr(path, chunks=None, consolidated=False)` plus those two conveniences, and, with verify
+    (the default), checked reads: whatever is loaded of a finished run's variables is checked against the run's
+    checksum as it is read, and a damaged run raises a StoreError naming it (integrity.py). verify=False reads what
+    is stored, unchecked."""
     import xarray as xr
 
     def read():
-        version = open_group(path).attrs["schema_version"]  # clear errors before xarray's
+        group = open_group(path)  # clear errors before xarray's
+        version = group.attrs["schema_version"]
         with _reading(path):
+            labels = {d: group[d][:] for d in RUN_DIMS}
+            codes = np.asarray(group["status"][:])
             ds = xr.open_zarr(str(path), chunks=None, consolidated=False)
+            if verify:
+                from scalingkit.store.checked import checked
+
+                sealed = bool(group.attrs.get("checksums", {}).get("sealed"))
+                ds = checked(ds, path, labels, codes, version >= 4, sealed, lambda: read_status(path)[1])
             for name in set(REQUIRED) - set(required(version)):  # an older store: measurements it never made are NaN
                 dims = RUN_DIMS + (("point",) if name in CURVE_VARS else ())
-                ds[name] = (dims, np.full(tuple(ds.sizes[d] for d in dims), np.nan))
+                ds[name] = (dims, np.full(tuple(ds.sizes[d] for d in dims), "" if name == CHECKSUM else np.nan,
+                                          dtype=object if name == CHECKSUM else np.float64))
             ds = ds.sortby([d for d in ("N", "D", "lr", "seed") if ds.sizes[d] > 1])
             return ds, ds["status"].values
 
@@ -294,7 +294,7 @@ def _create_run_arrays(group, run_shape: tuple, n_points: int, only=None) -> Non
     for name in (v for v in RUN_FLOAT_VARS if v in wanted):
         group.create_array(name, shape=run_shape, chunks=one_run, dtype="float64", fill_value=np.nan,
                            dimension_names=RUN_DIMS, attributes={**coords_attr, **nan_attr})
-    for name in (v for v in RUN_STR_VARS if v in wanted):
+    for name in (v for v in (*RUN_STR_VARS, CHECKSUM) if v in wanted):
         group.create_array(name, shape=run_shape, chunks=one_run, dtype=str, fill_value="",
                            dimension_names=RUN_DIMS, attributes=dict(coords_attr))
     if "status" not in wanted:
@@ -325,6 +325,7 @@ def create(path, coords: dict, n_points: int, shapes: dict, n_params: dict, fami
         "families": families,
         "versions": package_versions(),
         "created_at": _now(),
+        "checksums": {"format": 1, "sealed": True},  # every finished run will carry one (integrity.py)
         **extra_attrs,
     })
     tmp = path.with_name(path.name + ".creating")
@@ -333,6 +334,7 @@ def create(path, coords: dict, n_points: int, shapes: dict, n_params: dict, fami
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.to_zarr(str(tmp), mode="w-", consolidated=False, zarr_format=3)
     _create_run_arrays(zarr.open_group(str(tmp), mode="r+"), tuple(len(coords[d]) for d in RUN_DIMS), n_points)
+    journal.write_file(tmp, "zarr.json", _root_step(tmp)["new"])  # consolidated: a plain xr.open_zarr is quiet
     os.replace(tmp, path)  # a cube appears whole or not at all
 
 
@@ -376,7 +378,7 @@ def grow(path, coords: dict, shapes: dict, n_params: dict, families: dict) -> di
                 steps.append({"values": name, "dtype": dtype, "old": [_plain(x) for x in old.tolist()],
                               "new": new})
         if steps or known != group.attrs.get("families", {}):
-            journal.apply(path, "grow", steps + [_root_step(path, families=known)])
+            journal.apply(path, "grow", steps + [_root_step(path, steps, families=known)])
     return added
 
 
@@ -422,10 +424,15 @@ def set_attrs(path, **values) -> None:
 # ---------------------------------------------------------------- run writes
 
 class RunWriter:
-    """Writes one run's region. Workers use it for curves and per-run values; the coordinator for status.
+    """Writes one run's region. Workers use it for curves, per-run values and, last, the checksum; the coordinator
+    for status.
 
     guard(cell): a context manager around every write of a run's region; a worker's checks, under the store's lock,
-    that it still holds the cell's claim (claims.guard), and raises if not."""
+    that it still holds the cell's claim (claims.guard), and raises if not.
+
+    A writer that wrote a run's values and records the run finished (write_status: done or diverged) checksums it
+    first, if it has not: what a library writing runs itself (run/synthetic.py) does. A worker calls write_checksum
+    itself and the coordinator, recording its outcome, writes no values."""
 
     def __init__(self, path, guard=None):
         self.path = Path(path)
@@ -436,6 +443,8 @@ class RunWriter:
                              "`scalingkit train` upgrades it before writing runs")
         self._index = {d: {self._key(d, x): i for i, x in enumerate(self.group[d][:])} for d in RUN_DIMS}
         self.n_points = self.group["point"].shape[0]
+        self._written: dict = {}  # cell -> {name: value as written}, until its checksum is written
+        self._arrays: dict = {}  # name -> chunks.RunArray, to read a run back
 
     @staticmethod
     def _key(dim, x):
@@ -466,18 +475,49 @@ class RunWriter:
         with self.guard(cell):
             for name, row in rows.items():
                 self.group[name][idx] = row
+        self._written.setdefault(cell, {}).update(rows)
 
     def write_run_values(self, cell: Cell, values: dict) -> None:
         idx = self.index(cell)
         unknown = [name for name in values if name not in RUN_FLOAT_VARS and name not in RUN_STR_VARS]
         if unknown:
             raise ValueError(f"{unknown[0]} is not a per-run variable")
+        values = {name: float(value) if name in RUN_FLOAT_VARS else str(value) for name, value in values.items()}
         with self.guard(cell):
             for name, value in values.items():
-                self.group[name][idx] = float(value) if name in RUN_FLOAT_VARS else str(value)
+                self.group[name][idx] = value
+        self._written.setdefault(cell, {}).update(values)
+
+    def write_checksum(self, cell: Cell, status: str) -> str:
+        """The run's checksum, written last (integrity.py): a digest of every variable of the run as stored, each
+        read back and compared with what this writer wrote, so a write that did not land raises a StoreError
+        instead of being checksummed. Then the checksum itself is read back. Returns it."""
+        from scalingkit.store import chunks, integrity
+
+        idx = self.index(cell)
+        for name in (*integrity.COVERED, CHECKSUM):
+            if name not in self._arrays:
+                self._arrays[name] = chunks.RunArray(self.path, name)
+        stored = {n: self._arrays[n].read(np.array([idx])) for n in integrity.COVERED}
+        wrong = [n for n, value in self._written.get(cell, {}).items() if stored[n][1][0] == chunks.UNREADABLE
+                 or integrity.canonical(stored[n][0][0]) != integrity.canonical(value)]
+        if wrong:
+            raise StoreError(f"run {cell}: {', '.join(wrong)} did not read back as written to {self.path}")
+        text = integrity.make(cell.labels(), {n: value[0][0] for n, value in stored.items()}, status)
+        with self.guard(cell):
+            self.group[CHECKSUM][idx] = text
+        back, state = self._arrays[CHECKSUM].read(np.array([idx]))
+        if state[0] != chunks.OK or back[0] != text:
+            raise StoreError(f"run {cell}: its checksum did not read back as written to {self.path}")
+        self._written.pop(cell, None)
+        return text
 
     def write_status(self, cells_status: list[tuple[Cell, str]]) -> None:
-        """Coordinator only, holding the lock: read the status chunk, update, write it back."""
+        """Coordinator only, holding the lock: read the status chunk, update, write it back. A finished run whose
+        values this writer wrote is checksummed first (see the class)."""
+        for cell, status in cells_status:
+            if status in ("done", "diverged") and cell in self._written:
+                self.write_checksum(cell, status)
         arr = self.group["status"]
         codes = np.asarray(arr[:])
         for cell, status in cells_status:
@@ -572,9 +612,8 @@ def loss_table(path, family: str | None = None, param: str | None = None, n_conv
     sampled: `loss_kinds`), best_lr, best_seed.
 
     N is the parameter count in the chosen convention: 'total' (all parameters, embedding included) or
-    'nonembedding'."""
-    import pandas as pd
-
+    'nonembedding'. The runs read are checked against their checksums (open_cube): a damaged one raises a StoreError
+    naming it."""
     from scalingkit.errors import UserError
 
     ds = open_cube(path)
@@ -583,6 +622,17 @@ def loss_table(path, family: str | None = None, param: str | None = None, n_conv
             if value not in [str(x) for x in ds[dim].values]:
                 raise UserError(f"{dim} {value!r} is not in the cube (have: {', '.join(map(str, ds[dim].values))})")
             ds = ds.sel({dim: [value]})
+    return best_table(ds, n_convention, loss)[list(TABLE_COLUMNS)]
+
+
+TABLE_COLUMNS = ("family", "param", "N", "D", "loss", "loss_se", "loss_kind", "best_lr", "best_seed")
+
+
+def best_table(ds, n_convention: str = "total", loss: str = "auto"):
+    """loss_table of an opened cube, with the shape behind each N besides: columns TABLE_COLUMNS, then N_label (the
+    cube's label: the non-embedding count), d_model and n_layer."""
+    import pandas as pd
+
     kinds = loss_kinds(ds, loss)
     parts = []
     for kind in sorted(set(kinds.values())):
@@ -590,9 +640,15 @@ def loss_table(path, family: str | None = None, param: str | None = None, n_conv
         df = table[["loss", "loss_se", "best_lr", "best_seed", "n"]].to_dataframe().reset_index()
         df["loss_kind"] = kind
         parts.append(df)
-    columns = ["family", "param", "N", "D", "loss", "loss_se", "loss_kind", "best_lr", "best_seed"]
-    df = pd.concat(parts) if parts else pd.DataFrame(columns=[*columns, "n"])
-    df = df.dropna(subset=["loss"]).drop(columns=["N"]).rename(columns={"n": "N"})
+    columns = [*TABLE_COLUMNS, "N_label", "d_model", "n_layer"]
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    df = pd.concat(parts).dropna(subset=["loss"])
+    shape = {int(n): (int(w), int(l)) for n, w, l in zip(ds["N"].values, ds["d_model"].values, ds["n_layer"].values)}
+    df["N_label"] = df["N"].astype(np.int64)
+    df["d_model"] = [shape[n][0] for n in df["N_label"]]
+    df["n_layer"] = [shape[n][1] for n in df["N_label"]]
+    df = df.drop(columns=["N"]).rename(columns={"n": "N"})
     df["N"] = df["N"].astype(np.int64)
     df["D"] = df["D"].astype(np.int64)
     df["family"] = df["family"].astype(str)
