@@ -8,14 +8,17 @@ It starts, each with a private configuration, socket, ports and state under a fr
   without a result (scancel, a node failure) is never seen to end (submitit logs "Bypassing sacct error" at every
   poll and job.done() stays False);
 - slurmctld and slurmd for one node (this host, all its CPUs, 90% of its memory, partition `debug`).
-Then it waits until `sinfo` shows the node idle. Start-up takes about 3 s (1.5 s without accounting); stopping
-cancels every job left, waits for the queue to empty and stops the daemons by their pid files.
+Then it waits until `sinfo` shows the node idle. Start-up takes 2-6 s on the 2-core machine (under 1 s without
+accounting); stopping cancels every job left, waits for the queue to empty and stops the daemons by their pid files
+(a session killed before that leaves daemons behind: the next session stops them, see reap_orphans). munged runs as
+root with a key of its own rather than the system's munge user and /etc/munge key: the system's setup is left alone.
 
 Use it from a test module with `from slurm_cluster import slurm_cluster  # noqa: F401` and a test argument
-`slurm_cluster` (a SlurmCluster: `.env`, `.cli(...)`, `.job_state(id)`, `.wait(...)`); while it is up,
-os.environ["SLURM_CONF"] points at its slurm.conf, so submitit and the slurm commands reach it. Where it cannot
-start (not root, slurm not installed, not Linux) the tests skip with the reason, except under CI=true, where they
-fail (a cluster that has all it needs and still does not start fails everywhere); without slurmdbd/MariaDB the cluster starts without accounting and `.accounting` is False
+`slurm_cluster` (a SlurmCluster: `.env`, `.cli(...)`, `.job(id)`, `.job_state(id)`, `.wait(...)`); while it is
+up, os.environ["SLURM_CONF"] points at its slurm.conf, so submitit and the slurm commands reach it. Several modules
+importing the fixture share one cluster. Where it cannot start (not root, slurm not installed, not Linux) the tests
+skip with the reason, except under CI=true, where they fail; a cluster that has all it needs and still does not
+start fails everywhere. Without slurmdbd/MariaDB the cluster starts without accounting and `.accounting` is False
 (`require_accounting()` skips, or fails under CI). `.ci/run` installs everything with apt.
 
 Settings that keep the tests quick (each documented in slurm.conf(5)): SchedulerParameters=sched_interval=1,
