@@ -1,7 +1,13 @@
-"""What `scalingkit status` and `scalingkit table` print: counts by status, compute left, and L(N, D).
+"""What `scalingkit status` and `scalingkit table` print: counts by status, compute left, the runs other
+coordinators are training now, a check of every run against its checksum (--verify), and L(N, D).
 
-Status reads only the coordinates and the status chunk (no xarray), so it stays fast on large cubes."""
+Status reads only the coordinates and the status chunk (no xarray), so it stays fast on large cubes. Both commands
+label a model by N in the convention named (default total: all parameters, embedding included, as fit, optimal and
+plot count it) beside its width; runs are named by the cube's labels (Cell: N there is the non-embedding label)."""
 from __future__ import annotations
+
+import json
+import math
 
 import numpy as np
 
@@ -9,10 +15,19 @@ from scalingkit import store
 from scalingkit.store import RUN_DIMS, STATUS, STATUS_CODE
 from scalingkit.sweep import plan
 
+N_LABELS = {"total": "N = total parameters, embedding included",
+            "nonembedding": "N = non-embedding parameters"}
 
-def status_summary(path, brackets: bool = False) -> dict:
-    """Counts by status, compute left, and where each (family, param, N, D)'s best learning rate stands: always for
-    sweeps that search learning rates, for every sweep with brackets=True (reads the final loss of every done run)."""
+
+def status_summary(path, brackets: bool = False, n_convention: str = "total", verify: bool = False) -> dict:
+    """Counts by status, compute left, the runs live coordinators hold now, and where each (family, param, N, D)'s
+    best learning rate stands: always for sweeps that search learning rates, for every sweep with brackets=True
+    (reads the final loss of every done run), with N in `n_convention` beside the width. verify: also check every
+    finished run against its checksum (reads every run: store.verify)."""
+    if n_convention not in N_LABELS:
+        from scalingkit.errors import UserError
+
+        raise UserError(f"unknown N convention {n_convention!r} (use total or nonembedding)")
     coords, codes = store.read_status(path)
     group = store.open_group(path)
     sweeps = plan.stored_sweeps(path)
@@ -50,9 +65,40 @@ def status_summary(path, brackets: bool = False) -> dict:
     out["runs_awaiting_lr_labels"] = len(awaiting)
     out["unplanned_cells"] = int((~planned).sum())
     out["sizes"] = {d: len(coords[d]) for d in RUN_DIMS}
+    out["n_convention"] = n_convention
+    out["training_now"] = _training_now(path)
     if brackets or any(sw.lr_search is not None for sw in sweeps):
-        out["lr_optima"] = plan.lr_optima(path, sweeps, coords, codes, grids=brackets)
+        shape = {int(n): (int(l), int(w)) for n, l, w in zip(coords["N"], group["n_layer"][:], group["d_model"][:])}
+        fam_index = {str(f): i for i, f in enumerate(coords["family"])}
+        n_index = {int(n): i for i, n in enumerate(coords["N"])}
+        rows = []
+        for row in plan.lr_optima(path, sweeps, coords, codes, grids=brackets):
+            label = int(row["N"])
+            n = label if n_convention == "nonembedding" else int(n_params[fam_index[row["family"]], n_index[label]])
+            rows.append({**row, "N": n, "width": shape[label][1], "n_layer": shape[label][0]})
+        out["lr_optima"] = rows
+    if verify:
+        from scalingkit.store.verify import verify as check
+
+        out["verify"] = check(path).to_dict()
     return out
+
+
+def _training_now(path) -> list[dict]:
+    """Per live coordinator (or job), the runs it holds a claim on now: what it is training."""
+    from scalingkit.store import claims
+
+    try:
+        held = claims.live(path)
+    except (OSError, ValueError):  # a claims file being replaced, or unreadable: nothing to say
+        return []
+    by_owner: dict = {}
+    for claim in held:
+        who = str(claim["owner"]) if claim["owner"] is not None else "unknown owner"
+        entry = by_owner.setdefault(who, {"owner": who, "runs": [], "since": claim["since"]})
+        entry["runs"].append(str(store.Cell(*claim["cell"])))
+        entry["since"] = min(filter(None, (entry["since"], claim["since"])), default=None)
+    return list(by_owner.values())
 
 
 def format_status(s: dict) -> str:
@@ -67,8 +113,33 @@ def format_status(s: dict) -> str:
         lines.append(f"{key:<{width}}  " + "  ".join(f"{counts[k]:>8,}" for k in STATUS))
     lines.append(f"compute left: {s['flops_left_6nd']:.3g} FLOPs (6ND), {s['tokens_left']:.3g} tokens; "
                  f"done: {s['flops_done_6nd']:.3g} FLOPs")
+    for entry in s.get("training_now", []):
+        shown = "; ".join(entry["runs"][:5]) + ("; ..." if len(entry["runs"]) > 5 else "")
+        lines.append(f"being trained now by {entry['owner']} (claimed since {entry['since']}): "
+                     f"{_plural(len(entry['runs']), 'run')}: {shown}")
     if s.get("lr_optima"):
-        lines.append(format_lr_optima(s["lr_optima"]))
+        lines.append(format_lr_optima(s["lr_optima"], s.get("n_convention", "total")))
+    if "verify" in s:
+        lines.append(format_verify(s["verify"], s["store"]))
+    return "\n".join(lines)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def format_verify(v: dict, store_path) -> str:
+    """The result of --verify: every damaged run named, with what is wrong, and the fix."""
+    unsealed = f", {v['unsealed']:,} without a checksum yet" if v["unsealed"] else ""
+    lines = [f"verify: {_plural(v['checked'], 'finished run')} checked against their checksums: {v['ok']:,} ok, "
+             f"{len(v['damaged']):,} damaged{unsealed}"]
+    if v.get("note"):
+        lines.append(f"  {v['note']}")
+    for d in v["damaged"]:
+        lines.append(f"  damaged: {d['run']}: {', '.join(d['problems'])}")
+    if v["damaged"]:
+        lines.append(f"  `scalingkit train --redo-damaged --store {store_path}` trains them again (nothing else is "
+                     "touched)")
     return "\n".join(lines)
 
 
@@ -76,7 +147,7 @@ MARKS = {"bracketed": "ok", "bracketed beyond the grid": "ok", "low bound": "low
          "max rounds": "stop", "searching": "...", "open": "...", "none": "-"}
 
 
-def format_lr_optima(rows: list[dict]) -> str:
+def format_lr_optima(rows: list[dict], n_convention: str = "total") -> str:
     """One grid per (sweep, family, param): rows N, columns D; each cell says whether the best learning rate is
     bracketed ('ok'), at the lowest or highest learning rate the search may try ('low', 'high': the grid's end, or
     where stepping past it stops), given up after max_rounds ('stop') or still being searched ('...'), with the best
@@ -96,14 +167,15 @@ def format_lr_optima(rows: list[dict]) -> str:
     for (sweep, fam, par), block in blocks.items():
         Ds = sorted({r["D"] for r in block})
         cell = {(r["N"], r["D"]): r for r in block}
-        lines.append(f"{sweep}: {fam}/{par}  (mark best-lr/tried)")
-        lines.append(f"{'N':>12} " + " ".join(f"{f'D={d:.3g}':>18}" for d in Ds))
+        lines.append(f"{sweep}: {fam}/{par}  (mark best-lr/tried)   [{N_LABELS[n_convention]}]")
+        lines.append(f"{'N':>12} {'width':>6} " + " ".join(f"{f'D={d:.3g}':>18}" for d in Ds))
         for n in sorted({r["N"] for r in block}):
             marks = []
             for d in Ds:
                 r = cell.get((n, d))
                 marks.append(f"{_lr_mark(r):>18}")
-            lines.append(f"{n:>12,} " + " ".join(marks))
+            width = next(r.get("width", "") for r in block if r["N"] == n)
+            lines.append(f"{n:>12,} {width:>6} " + " ".join(marks))
         past = sorted({lr for r in block for lr in r.get("beyond", [])})
         if past:
             lines.append("  past the grid (tried or wanted): " + ", ".join(f"{lr:g}" for lr in past))
@@ -127,28 +199,44 @@ def _lr_mark(r: dict | None) -> str:
     return f"{MARKS[r['state']]} {best}/{tried}".replace(" /", " -/")
 
 
-def format_loss_table(path, n_convention: str = "total") -> str:
-    """L(N, D) for every (family, param): rows are model shapes, columns token budgets, cells best loss (best lr)."""
+def loss_rows(path, n_convention: str = "total", loss: str = "auto"):
+    """L(N, D) of the cube as a table (store.best_table: every read checked against the runs' checksums)."""
+    return store.best_table(store.open_cube(path), n_convention, loss)
+
+
+def format_loss_table(path, n_convention: str = "total", loss: str = "auto") -> str:
+    """L(N, D) for every (family, param): rows are model shapes (N in the convention named, and width), columns
+    token budgets, cells best loss (best lr); which loss (exact or sampled, store.loss_kinds) in each heading."""
     ds = store.open_cube(path)
-    best = store.best_loss(ds, n_convention)
+    table = store.best_table(ds, n_convention, loss)
     blocks = []
-    for fam in best["family"].values:
+    for (fam, par), rows in table.groupby(["family", "param"], sort=True):
         floor = float(ds["loss_floor"].sel(family=fam))
-        for par in best["param"].values:
-            sub = best.sel(family=fam, param=par)
-            if int(sub["runs_done"].sum()) == 0:
-                continue
-            head = f"L(N, D) for {fam}/{par}: best final eval loss over lr and seed (loss floor {floor:.4f} nats)"
-            Ds = [int(d) for d in sub["D"].values]
-            rows = [f"{'N':>12} {'width':>6} " + " ".join(f"{f'D={d:.3g}':>18}" for d in Ds)]
-            for n in sub["N"].values:
-                row = sub.sel(N=n)
-                label = f"{float(row['n']):>12.4g} {int(ds['d_model'].sel(N=n)):>6} "
-                cells = []
-                for d in sub["D"].values:
-                    loss = float(row["loss"].sel(D=d))
-                    lr = float(row["best_lr"].sel(D=d))
-                    cells.append(f"{'-':>18}" if np.isnan(loss) else f"{loss:>8.4f} (lr {lr:<6.2g})")
-                rows.append(label + " ".join(cells))
-            blocks.append(head + f"   [N = {n_convention} parameters]\n" + "\n".join(rows))
+        kind = rows["loss_kind"].iloc[0]
+        head = (f"L(N, D) for {fam}/{par}: best final {kind} loss over lr and seed (loss floor {floor:.4f} nats)"
+                f"   [{N_LABELS[n_convention]}]")
+        Ds = sorted(int(d) for d in rows["D"].unique())
+        lines = [f"{'N':>12} {'width':>6} " + " ".join(f"{f'D={d:.3g}':>18}" for d in Ds)]
+        for (n, width), by_n in rows.groupby(["N", "d_model"], sort=True):
+            at = {int(r.D): r for r in by_n.itertuples()}
+            cells = [f"{at[d].loss:>8.4f} (lr {at[d].best_lr:<6.2g})" if d in at else f"{'-':>18}" for d in Ds]
+            lines.append(f"{int(n):>12,} {int(width):>6} " + " ".join(cells))
+        blocks.append(head + "\n" + "\n".join(lines))
     return "\n\n".join(blocks) if blocks else "no finished runs in the cube yet"
+
+
+def loss_table_json(path, n_convention: str = "total", loss: str = "auto") -> str:
+    """`table --json`: the same L(N, D), one object per (family, param, N, D): N in the convention named (with the
+    width and layers behind it), D, loss, loss_se, loss_kind (exact or sampled), best_lr, best_seed."""
+    table = loss_rows(path, n_convention, loss)
+    rows = [{"family": r.family, "param": r.param, "N": int(r.N), "width": int(r.d_model), "n_layer": int(r.n_layer),
+             "D": int(r.D), "loss": _num(r.loss), "loss_se": _num(r.loss_se), "loss_kind": r.loss_kind,
+             "best_lr": _num(r.best_lr), "best_seed": None if _num(r.best_seed) is None else int(r.best_seed)}
+            for r in table.itertuples()]
+    return json.dumps({"store": str(path), "n_convention": n_convention, "n_label": N_LABELS[n_convention],
+                       "loss": loss, "rows": rows}, indent=2)
+
+
+def _num(x):
+    x = float(x)
+    return None if math.isnan(x) else x

@@ -26,8 +26,16 @@ store_option = click.option("--store", "store_path", default=DEFAULT_STORE, show
 @click.option("--batch-variants", default="auto", show_default=True, metavar="auto|K",
               help="Train up to K learning-rate/seed variants of one shape together in one process (1: one by one); "
                    "auto: as many as memory allows, where a short timing probe shows it pays.")
-def train(sweep_file, fill_missing, store_path, workers, executor, device, retry_failed, no_progress, batch_variants):
-    """Add SWEEP_FILE's cells to the cube and train what is missing.
+@click.option("--redo", multiple=True, metavar="RUNS",
+              help="Train these finished runs again (repeatable): one run as `status --verify` names it "
+                   "(er256/sp/N=7248/D=640000/lr=0.03/seed=0) or any part of one, a slice: D=640000, er256/sp/lr=0.1, "
+                   "width=16/seed=0, D=3200,6400 (N is the cube's label: the non-embedding count).")
+@click.option("--redo-damaged", is_flag=True,
+              help="Train again every run whose stored values do not match its checksum (`status --verify`).")
+def train(sweep_file, fill_missing, store_path, workers, executor, device, retry_failed, no_progress, batch_variants,
+          redo, redo_damaged):
+    """Add SWEEP_FILE's cells to the cube and train what is missing (--fill-missing), or train chosen runs again
+    (--redo, --redo-damaged).
 
     Without SWEEP_FILE, the sweeps the store was filled from are re-planned.
     """
@@ -38,8 +46,9 @@ def train(sweep_file, fill_missing, store_path, workers, executor, device, retry
 
     if no_progress:  # first: loading a sweep builds its families (tokenising, generators), here and in the workers
         progress.disable()
-    if not fill_missing:
-        raise UserError("say --fill-missing to train the missing cells (the only mode so far)")
+    if not (fill_missing or redo or redo_damaged):
+        raise UserError("say --fill-missing to train the missing cells, or --redo RUNS / --redo-damaged to train "
+                        "finished runs again")
     if batch_variants != "auto":
         try:
             batch_variants = int(batch_variants)
@@ -53,10 +62,17 @@ def train(sweep_file, fill_missing, store_path, workers, executor, device, retry
     check_device(device or (sw.settings.device if sw else None))
     report = runner.fill_missing(store_path, sw, workers=workers, executor=executor, retry_failed=retry_failed,
                                  device=device, progress=not no_progress, echo=click.echo,
-                                 batch_variants=batch_variants)
+                                 batch_variants=batch_variants, fill=fill_missing, redo=redo,
+                                 redo_damaged=redo_damaged)
     click.echo(report.summary())
     if report.counts.get("failed"):
         sys.exit(1)
+
+
+n_convention_option = click.option("--n-convention", default="total", show_default=True,
+                                   type=click.Choice(["total", "nonembedding"]),
+                                   help="N counts all parameters (total: embedding included) or the non-embedding "
+                                        "ones.")
 
 
 @click.command()
@@ -65,23 +81,38 @@ def train(sweep_file, fill_missing, store_path, workers, executor, device, retry
 @click.option("--brackets", is_flag=True,
               help="Also say, for sweeps that train their whole lr grid, whether each (family, param, N, D)'s best "
                    "learning rate is bracketed (reads every finished run's loss; sweeps with [lr_search] always show).")
-def status(store_path, as_json, brackets):
-    """What is done, missing, diverged or failed, how much compute is left, and where the best learning rates stand."""
+@n_convention_option
+@click.option("--verify", is_flag=True,
+              help="Also check every finished run against its checksum and name the damaged ones (exit code 1 if any; "
+                   "reads every run: seconds for 10,000).")
+def status(store_path, as_json, brackets, n_convention, verify):
+    """What is done, missing, diverged or failed, how much compute is left, which runs other coordinators are training
+    now, and where the best learning rates stand."""
     from scalingkit.cli import tables
 
-    summary = tables.status_summary(store_path, brackets=brackets)
+    summary = tables.status_summary(store_path, brackets=brackets, n_convention=n_convention, verify=verify)
     click.echo(json.dumps(summary, indent=2) if as_json else tables.format_status(summary))
+    if verify and summary["verify"]["damaged"]:
+        sys.exit(1)
 
 
 @click.command()
 @store_option
-@click.option("--n-convention", default="total", show_default=True, type=click.Choice(["total", "nonembedding"]),
-              help="Count embedding parameters in N or not.")
-def table(store_path, n_convention):
-    """Print L(N, D): the best final evaluation loss over learning rates and seeds."""
+@n_convention_option
+@click.option("--loss", "loss_kind", default="auto", show_default=True, type=click.Choice(["auto", "exact", "sampled"]),
+              help="Which final loss: the exact loss where the family's law is known (auto: where every finished run "
+                   "of the family has it, as fit does), or the sampled one.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: one row per (family, param, N, D) with N, width, D, loss, loss_se, loss_kind, best_lr, "
+                   "best_seed.")
+def table(store_path, n_convention, loss_kind, as_json):
+    """Print L(N, D): the best final loss over learning rates and seeds (and which lr)."""
     from scalingkit.cli import tables
 
-    click.echo(tables.format_loss_table(store_path, n_convention))
+    if as_json:
+        click.echo(tables.loss_table_json(store_path, n_convention, loss_kind))
+    else:
+        click.echo(tables.format_loss_table(store_path, n_convention, loss_kind))
 
 
 COMMANDS = [train, status, table]

@@ -51,13 +51,20 @@ class FillReport:
 
 def fill_missing(store_path, sweep=None, workers: int = 1, executor: str = "local", retry_failed: bool = False,
                  device: str | None = None, progress: bool = True, echo=print, batch_variants="auto",
-                 decide=None) -> FillReport:
+                 decide=None, fill: bool = True, redo=(), redo_damaged: bool = False) -> FillReport:
     """Train every planned cell that is not finished. With `sweep`, its cells are added to the cube and only they are
     trained; without, every sweep stored in the cube is re-planned. Other coordinators may work on the same store at
     the same time: each cell is trained by exactly one. batch_variants: "auto", or at most this many cells of one
     shape per batch (1: no batching); decide: auto's timing probe (default: train/probe.py, in this process).
-    Sweeps that search learning rates train in rounds: each round plans what the results so far ask for."""
+    Sweeps that search learning rates train in rounds: each round plans what the results so far ask for.
+
+    redo: texts naming finished runs to train again (plan.select), redo_damaged: also every run whose values do not
+    match its checksum (store.verify.verify); fill=False trains only those. A run to redo is claimed like any other, and
+    set `missing` under the lock as it is claimed (so a kill leaves it missing, for the next --fill-missing), then
+    trained and recorded; nothing else is touched."""
     store_path = str(store_path)
+    if Path(store_path, "zarr.json").exists():  # an older schema: new arrays, and checksums of its finished runs
+        store.upgrade_and_seal(store_path, echo)
     if sweep is not None:
         info = plan.prepare(store_path, sweep)
         if info["created"]:
@@ -71,15 +78,14 @@ def fill_missing(store_path, sweep=None, workers: int = 1, executor: str = "loca
         from scalingkit.errors import UserError
 
         raise UserError(f"no cube at {store_path}: give a sweep file (scalingkit train SWEEP.toml --fill-missing)")
-    else:
-        store.upgrade(store_path)  # workers write only stores of the current schema
     sweeps = [sweep] if sweep is not None else plan.stored_sweeps(store_path)
     report = FillReport()
+    again = _redo_cells(store_path, sweeps, redo, redo_damaged, fill, echo) if redo or redo_damaged else {}
     owner = claims.register(store_path, claims.this_process())
     try:
         with claims.Heartbeat(store_path, owner):
             _fill(store_path, sweeps, owner, report, workers, executor, retry_failed, device, progress, echo,
-                  batch_variants, decide or _Prober(threads_per_worker(workers)))
+                  batch_variants, decide or _Prober(threads_per_worker(workers)), fill, again)
     finally:
         claims.retire(store_path, owner)  # after the workers have stopped: nothing can write these cells now
     if any(sw.lr_search is not None for sw in sweeps):
@@ -96,21 +102,80 @@ def _runs(n: int) -> str:
     return f"{n} run" if n == 1 else f"{n} runs"
 
 
+def _redo_cells(store_path, sweeps, redo, redo_damaged: bool, fill: bool, echo) -> dict:
+    """{cell: sweep} of the finished runs (done, diverged or failed) that `redo` names and, with redo_damaged, of
+    the damaged ones, each with a sweep that plans it (for its settings)."""
+    import numpy as np
+
+    from scalingkit.errors import UserError
+
+    coords, codes = store.read_status(store_path)
+    group = store.open_group(store_path)
+    widths = {int(n): int(w) for n, w in zip(group["N"][:], group["d_model"][:])}
+    wanted = np.zeros(codes.shape, dtype=bool)
+    for text in redo:
+        wanted |= plan.select(coords, widths, text)
+    if redo_damaged:
+        from scalingkit.store import verify
+
+        found = verify.verify(store_path)
+        if found.damaged:
+            echo(f"{_runs(len(found.damaged))} damaged of {found.checked:,} checked: " +
+                 "; ".join(str(d) for d in found.damaged[:10]) + ("; ..." if len(found.damaged) > 10 else ""))
+        else:
+            echo(f"no damaged run: {found.checked:,} finished runs match their checksums")
+        index = {d: {plan._key(d, x): i for i, x in enumerate(coords[d])} for d in store.RUN_DIMS}
+        for damage in found.damaged:
+            wanted[tuple(index[d][plan._key(d, x)] for d, x in zip(store.RUN_DIMS, damage.cell.labels()))] = True
+    finished = wanted & (codes != store.STATUS_CODE["missing"])
+    owner = plan.sweep_of(store_path, sweeps, coords, codes)
+    unplanned = finished & (owner < 0)
+    if (wanted & ~finished).any():
+        echo(f"redo: {_runs(int((wanted & ~finished).sum()))} named never finished (missing): "
+             "--fill-missing trains them")
+    if unplanned.any():
+        echo(f"redo: {_runs(int(unplanned.sum()))} named are planned by no sweep trained here: their settings are "
+             "unknown, so they are left as they are")
+    cells = {}
+    for pos in np.argwhere(finished & (owner >= 0)):
+        pos = tuple(pos)
+        cells[store.Cell(*(_plain(coords[d][i]) for d, i in zip(store.RUN_DIMS, pos)))] = sweeps[owner[pos]]
+    if redo and not cells and not fill and not redo_damaged:
+        raise UserError(f"--redo {' '.join(redo)}: no finished run to train again")
+    if cells:
+        names = sorted(cells)
+        echo(f"redo: {_runs(len(cells))}: " + "; ".join(map(str, names[:10])) + ("; ..." if len(names) > 10 else ""))
+    return cells
+
+
+def _plain(x):
+    return str(x) if isinstance(x, str) else float(x) if isinstance(x, float) else int(x)
+
+
 def _fill(store_path, sweeps, owner, report: FillReport, workers, executor, retry_failed, device, progress, echo,
-          batch_variants, decide) -> None:
+          batch_variants, decide, fill: bool = True, again: dict | None = None) -> None:
+    """Rounds of planning, claiming and training until nothing is left: the missing cells (fill) and the cells to
+    train again (again: cell -> sweep, see _redo_cells)."""
     tried: set = set()  # cells claimed by this call: a failing cell is not retried round after round
     told: set = set()  # batching choices already printed
     todo_codes = [store.STATUS_CODE["missing"]] + ([store.STATUS_CODE["failed"]] if retry_failed else [])
+    again = dict(again or {})
     start, pause, waited_for = time.perf_counter(), POLL_SECONDS[0], None
     while True:
-        grown = plan.grow_for_searches(store_path, sweeps)  # lrs past a grid that a search wants now
-        if grown:
-            echo(f"grew the cube: lr +{len(grown)} past the grid for the learning-rate search "
-                 f"({', '.join(f'{lr:g}' for lr in grown)})")
-        missing = [(cell, sw) for cell, sw in plan.missing_cells(store_path, sweeps, retry_failed=retry_failed)
+        missing = []
+        if fill:
+            grown = plan.grow_for_searches(store_path, sweeps)  # lrs past a grid that a search wants now
+            if grown:
+                echo(f"grew the cube: lr +{len(grown)} past the grid for the learning-rate search "
+                     f"({', '.join(f'{lr:g}' for lr in grown)})")
+            missing = plan.missing_cells(store_path, sweeps, retry_failed=retry_failed)
+        listed = {cell for cell, _ in missing}
+        missing = [(cell, sw) for cell, sw in missing + [(c, sw) for c, sw in again.items() if c not in listed]
                    if cell not in tried]
         report.elsewhere.update(cell for cell, _ in missing)  # less what this call trains, at the end
         others = claims.held_by_others(store_path, owner)
+        for cell in [c for c in again if c not in tried and claims.cell_key(c) in others]:
+            del again[cell]  # another coordinator is training it again already
         busy = [cell for cell, _ in missing if claims.cell_key(cell) in others]
         todo = [(cell, sw) for cell, sw in missing if claims.cell_key(cell) not in others]
         if not todo:
@@ -128,7 +193,8 @@ def _fill(store_path, sweeps, owner, report: FillReport, workers, executor, retr
         waited_for = None
         tasks = _tasks(store_path, todo, workers, device, batch_variants, decide, echo, told)
         claimed_before = report.planned
-        _run_round(store_path, owner, tasks, workers, executor, report, progress, start, todo_codes, tried, echo)
+        _run_round(store_path, owner, tasks, workers, executor, report, progress, start, todo_codes, tried, echo,
+                   again)
         if report.planned == claimed_before:  # another coordinator took every cell first: look again shortly
             time.sleep(pause)
             pause = min(2 * pause, POLL_SECONDS[1])
@@ -218,7 +284,7 @@ class _Prober:
 
 
 def _run_round(store_path, owner, tasks: list[batching.Task], workers, executor, report: FillReport, progress,
-               start, todo_codes, tried: set, echo) -> None:
+               start, todo_codes, tried: set, echo, again: dict) -> None:
     bar = _progress(sum(_task_tokens(t.configs) for t in tasks), sum(len(t.cells) for t in tasks), progress)
     tickets: dict = {}  # cell -> claims.Ticket, for the cells this coordinator claimed and has not recorded yet
     threads = threads_per_worker(workers)
@@ -227,7 +293,11 @@ def _run_round(store_path, owner, tasks: list[batching.Task], workers, executor,
         """The round's tasks, each taken only when a worker is free: its cells claimed just then (those another
         coordinator finished or holds meanwhile are left out)."""
         for task in tasks:
-            got = claims.claim(store_path, owner, task.cells, _still_to_train(store_path, todo_codes))
+            with store.lock(store_path):
+                got = claims.claim(store_path, owner, task.cells, _still_to_train(store_path, todo_codes, again))
+                redone = [cell for cell in got if cell in again]
+                if redone:  # from now on it is a missing run, being trained: no read uses its old values
+                    store.RunWriter(store_path).write_status([(cell, "missing") for cell in redone])
             if not got:
                 continue
             keep = [i for i, cell in enumerate(task.cells) if cell in got]
@@ -264,16 +334,16 @@ def _run_round(store_path, owner, tasks: list[batching.Task], workers, executor,
         bar.close()
 
 
-def _still_to_train(store_path, todo_codes):
+def _still_to_train(store_path, todo_codes, again=()):
     """claims.claim's test, under the lock: a cell is claimable while its status is still one to train (another
-    coordinator may have finished it since this round was planned)."""
+    coordinator may have finished it since this round was planned), or if it is one to train again."""
     def check(cells):
         coords, codes = store.read_status(store_path)
         where = {d: {plan._key(d, x): i for i, x in enumerate(coords[d])} for d in store.RUN_DIMS}
         out = []
         for cell in cells:
             idx = tuple(where[d].get(plan._key(d, x)) for d, x in zip(store.RUN_DIMS, cell.labels()))
-            out.append(None not in idx and int(codes[idx]) in todo_codes)
+            out.append(None not in idx and (int(codes[idx]) in todo_codes or cell in again))
         return out
 
     return check

@@ -31,6 +31,7 @@ import threading
 import time
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -210,7 +211,7 @@ def open_cube(path, decode_status: bool = True, verify: bool = True):
                 from scalingkit.store.checked import checked
 
                 sealed = bool(group.attrs.get("checksums", {}).get("sealed"))
-                ds = checked(ds, path, labels, codes, version >= 4, sealed, lambda: read_status(path)[1])
+                ds = checked(ds, path, labels, codes, version >= 4, sealed, partial(status_codes, path))
             for name in set(REQUIRED) - set(required(version)):  # an older store: measurements it never made are NaN
                 dims = RUN_DIMS + (("point",) if name in CURVE_VARS else ())
                 ds[name] = (dims, np.full(tuple(ds.sizes[d] for d in dims), "" if name == CHECKSUM else np.nan,
@@ -233,6 +234,10 @@ def read_status(path) -> tuple[dict, np.ndarray]:
             return coords, np.asarray(group["status"][:])
 
     return _consistent(path, read)
+
+
+def status_codes(path) -> np.ndarray:
+    return read_status(path)[1]
 
 
 def _consistent(path, read):

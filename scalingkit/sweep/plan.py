@@ -293,3 +293,69 @@ def missing_cells(path, sweeps: list[Sweep], retry_failed: bool = False) -> list
                 out.append((cell, sw))
                 seen.add(cell)
     return out
+
+
+# ---------------------------------------------------------------- naming runs (train --redo)
+
+SELECT_KEYS = ("family", "param", "N", "D", "lr", "seed", "width")
+
+
+def select(coords: dict, widths: dict, text: str) -> np.ndarray:
+    """Boolean mask over the cube's run dimensions of the runs `text` names: a run as Cell prints it
+    (`er256/sp/N=7248/D=640000/lr=0.03/seed=0`) or any part of one (`D=640000`, `er256/sp/lr=0.1`,
+    `width=16/seed=0`): parts joined by "/", each KEY=VALUE (keys family, param, N, D, lr, seed, width; N is the
+    cube's label, the non-embedding count; several values joined by ",": `D=3200,6400`) or a bare family then param,
+    in Cell's order ("*" for any). widths: N label -> d_model."""
+    mask = np.ones(tuple(len(coords[d]) for d in RUN_DIMS), dtype=bool)
+    bare = ["family", "param"]
+    parts = [p.strip() for p in str(text).strip().split("/") if p.strip()]
+    if not parts:
+        raise UserError("--redo needs runs to name, e.g. er256/sp/N=7248/D=640000/lr=0.03/seed=0 or D=640000")
+    for part in parts:
+        if "=" in part:
+            key, _, value = (s.strip() for s in part.partition("="))
+        elif bare:
+            key, value = bare[0], part
+        else:
+            raise UserError(f"--redo {text!r}: {part!r} is neither a family, a param nor KEY=VALUE "
+                            f"(keys: {', '.join(SELECT_KEYS)})")
+        if key not in SELECT_KEYS:
+            raise UserError(f"--redo {text!r}: unknown key {key!r} (use {', '.join(SELECT_KEYS)})")
+        if key in bare:
+            bare = bare[bare.index(key) + 1:]
+        if value == "*":
+            continue
+        dim = "N" if key == "width" else key
+        have = [widths.get(int(n)) for n in coords["N"]] if key == "width" else list(coords[dim])
+        keep = np.zeros(len(have), dtype=bool)
+        for wanted in (v.strip() for v in value.split(",")):
+            hit = _label_matches(have, wanted, key)
+            if not hit.any():
+                shown = ", ".join(f"{x:g}" if isinstance(x, float) else str(x) for x in have)
+                raise UserError(f"--redo {text!r}: no {key} {wanted} in the cube (have: {shown})")
+            keep |= hit
+        shape = [1] * len(RUN_DIMS)
+        shape[RUN_DIMS.index(dim)] = len(keep)
+        mask &= keep.reshape(shape)
+    return mask
+
+
+def _label_matches(labels: list, wanted: str, key: str) -> np.ndarray:
+    if key in ("family", "param"):
+        return np.array([str(x) == wanted for x in labels])
+    try:
+        value = float(wanted)
+    except ValueError:
+        raise UserError(f"--redo: {key}={wanted!r} is not a number") from None
+    if key == "lr":
+        return np.array([np.isclose(float(x), value, rtol=1e-9, atol=0) for x in labels])
+    return np.array([x is not None and int(x) == value for x in labels])
+
+
+def sweep_of(path, sweeps: list[Sweep], coords: dict, codes: np.ndarray) -> np.ndarray:
+    """Per run of the cube, the index in `sweeps` of the first sweep that plans it, -1 where none does."""
+    owner = np.full(codes.shape, -1, dtype=np.int64)
+    for i, sw in enumerate(sweeps):
+        planned = planned_mask(coords, [sw], codes, path)
+        owner[(owner < 0) & planned] = i
+    return owner
