@@ -219,12 +219,15 @@ def grow_for_searches(path, sweeps: list[Sweep]) -> list[float]:
 
 def final_losses(path, idx: list[list[int]], block: np.ndarray) -> np.ndarray:
     """final_eval_loss over a block, read only where a run is done (one chunk per run: reading the rest would cost
-    ~0.2 ms a cell for nothing); NaN elsewhere."""
+    ~0.2 ms a cell for nothing); NaN elsewhere, and where a chunk does not decode (planning goes on as if that run
+    had diverged; `status --verify` names it and `train --redo-damaged` trains it again)."""
+    from scalingkit.store.chunks import RunArray
+
     out = np.full(block.shape, np.nan)
     where = np.nonzero(block == STATUS_CODE["done"])
     if where[0].size:
-        selection = tuple(np.asarray(idx[a])[where[a]] for a in range(len(idx)))
-        out[where] = store.open_group(path)["final_eval_loss"].get_coordinate_selection(selection)
+        runs = np.stack([np.asarray(idx[a])[where[a]] for a in range(len(idx))], axis=-1)
+        out[where] = RunArray(path, "final_eval_loss").read(runs)[0]
     return out
 
 
