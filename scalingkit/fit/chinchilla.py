@@ -96,7 +96,8 @@ def batch_newton(aux, lN, lD, c, p):
 
 def to_public(theta) -> dict:
     a, b, e, al, be = np.asarray(theta, dtype=float)
-    return {"E": np.exp(e), "A": np.exp(a), "B": np.exp(b), "alpha": al, "beta": be}
+    with np.errstate(over="ignore"):  # an unidentified term's amplitude can be beyond float range: inf, said so
+        return {"E": np.exp(e), "A": np.exp(a), "B": np.exp(b), "alpha": al, "beta": be}
 
 
 def from_public(p: dict) -> np.ndarray:
