@@ -105,7 +105,24 @@ def run_methods(inputs: Inputs, methods=("all",), budgets=None, workers=None, **
     for r in results:
         r.provenance = {"label": inputs.label, "data_sha256": prov["data_sha256"], "seed": s["seed"]}
         notes = offset_notes(r.params, r.intervals, floor, floor_kind) if r.converged else []
+        notes += outside_sampled(r, N, D)
         if notes:
             r.diagnostics.setdefault("notes", []).extend(notes)
     return OptimalReport(inputs.label, results, settings=record, provenance=prov)
 
+
+def outside_sampled(result, N, D) -> list[str]:
+    """A note for every budget whose N_opt or D_opt lies outside the sizes the runs sampled: there the allocation is
+    the fitted law extrapolated, not something the runs measured."""
+    if not result.converged:
+        return []
+    notes = []
+    for row in result.budgets:
+        for name, have in (("N_opt", N), ("D_opt", D)):
+            value = row["values"].get(name)
+            if value is not None and np.isfinite(value) and not have.min() <= value <= have.max():
+                result.diagnostics.setdefault("extrapolated", []).append({"C": row["C"], "name": name})
+                notes.append(f"{name} = {value:.3g} at C = {row['C']:.3g} lies outside the sampled range "
+                             f"[{have.min():.3g}, {have.max():.3g}]: an extrapolation of the fitted law, not a "
+                             "measured optimum")
+    return notes

@@ -129,6 +129,13 @@ def failed(method: str, reason: str, **diagnostics) -> OptimalResult:
     return OptimalResult(method, diagnostics={**diagnostics, "failure": reason}, converged=False)
 
 
+def _extrapolated(result, C, name) -> bool:
+    """Whether N_opt or D_opt (or D/N, from either) at budget C lies outside the sampled sizes (pipeline)."""
+    flags = result.diagnostics.get("extrapolated", [])
+    names = ("N_opt", "D_opt") if name == "tokens_per_param" else (name,)
+    return any(f["C"] == C and f["name"] in names for f in flags)
+
+
 AGREEMENT = 0.2  # methods agree on a when they lie within this of each other (issue #13)
 
 
@@ -170,14 +177,18 @@ class OptimalReport:
             for r, row in zip(ok, laws):
                 lines.append(f"  {r.method:<{width}}  {r.diagnostics.get('n_points', 0):>6}  "
                              + "".join(f"{cell:<{c}}" for cell, c in zip(row, cols)))
+            marked = False
             for i, C in enumerate(row["C"] for row in ok[0].budgets):
                 cells = [[fmt_interval(r.budgets[i]["values"][k], r.budgets[i]["intervals"].get(k))
-                          for k in BUDGET_NAMES] for r in ok]
+                          + (" *" if _extrapolated(r, C, k) else "") for k in BUDGET_NAMES] for r in ok]
+                marked = marked or any(_extrapolated(r, C, k) for r in ok for k in BUDGET_NAMES)
                 cols = [max(len(k), *(len(row[j]) for row in cells)) + 2 for j, k in enumerate(("N_opt", "D_opt", "D/N"))]
                 lines.append(f"  at C = {C:.3g}:")
                 lines.append(f"  {'method':<{width}}  " + "".join(f"{k:<{c}}" for k, c in zip(("N_opt", "D_opt", "D/N"), cols)))
                 for r, row in zip(ok, cells):
                     lines.append(f"  {r.method:<{width}}  " + "".join(f"{cell:<{c}}" for cell, c in zip(row, cols)))
+            if marked:
+                lines.append("  * outside the sampled N or D: the fitted law extrapolated, not a measured optimum")
         agreement = self.agreement()
         if agreement:
             lines.append(f"  {agreement}")
@@ -206,7 +217,11 @@ class OptimalReport:
         far = int(np.argmax([abs(v - np.median(np.delete(values, i))) for i, v in enumerate(values)]))
         r = with_a[far]
         others = np.delete(values, far)
-        why = next(iter(r.diagnostics.get("notes", [])), f"it rests on {r.diagnostics.get('n_points', '?')} points")
+        notes = r.diagnostics.get("notes", [])
+        # the note most likely to explain it: a staircase, edge or clipped optima, an extrapolation, a bound
+        telling = [n for n in notes if any(w in n for w in ("staircase", "edge", "clipped", "outside", "bound",
+                                                            "left out"))]
+        why = (telling or notes or [f"it rests on {r.diagnostics.get('n_points', '?')} points"])[0]
         return (f"methods disagree on a: {r.method} gives {values[far]:.3g}, the others {others.min():.3g} to "
                 f"{others.max():.3g}; {r.method}: {why}")
 
