@@ -157,7 +157,7 @@ def _fill(store_path, sweeps, owner, report: FillReport, workers, executor, retr
     """Rounds of planning, claiming and training until nothing is left: the missing cells (fill) and the cells to
     train again (again: cell -> sweep, see _redo_cells)."""
     tried: set = set()  # cells claimed by this call: a failing cell is not retried round after round
-    told: set = set()  # batching choices already printed
+    told: set = set()  # shapes whose batching choice was printed
     todo_codes = [store.STATUS_CODE["missing"]] + ([store.STATUS_CODE["failed"]] if retry_failed else [])
     again = dict(again or {})
     start, pause, waited_for = time.perf_counter(), POLL_SECONDS[0], None
@@ -222,9 +222,9 @@ def _tasks(store_path, todo, workers, device, batch_variants, decide, echo, told
         how = ("one by one" if not choice.stacked else f"batches of up to {choice.k}" if choice.k > 1
                else "batched, one variant a batch")
         line = f"{choice.shape}: {how} ({choice.reason}; memory allows {choice.memory_k:,})"
-        if line not in told:
+        if choice.shape not in told:  # once per shape: later rounds follow the same (recorded) choice
             echo(line)
-            told.add(line)
+            told.add(choice.shape)
     _record_choices(store_path, kind, [c for c in choices if c.new])
     return planned
 
