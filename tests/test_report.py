@@ -23,7 +23,7 @@ TOKENS = (50_000, 100_000, 200_000, 400_000, 800_000)
 FAST = ("--bootstrap", "200", "--bootstrap-2d", "30", "--forms", "chinchilla,kernel", "--splits", "3",
         "--method", "envelope,isoflop,parametric", "--optimal-bootstrap", "20", "--workers", "1")
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-SECTIONS = ("results", "g-er64-sp", "fig2", "fig3", "provenance")
+SECTIONS = ("results", "g-er64-sp", "fig2", "fig3", "scale", "provenance")
 
 
 def make_cube(path, seed=0):
