@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean reproduce-cpu
 
 $(STAMP): setup.cfg setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,15 +22,32 @@ corpus: $(STAMP)
 	$(BIN)/python -m scalingkit.families.embedded
 
 # The CPU demo: train the embedded ER sweep into store/cube.zarr (a re-run trains only what is missing), print
-# L(N, D), fit power laws in N and D and the Chinchilla surface, and write figures under store/figures/.
+# L(N, D), the power-law fits with their verdicts, the Chinchilla fit and every compute-optimal method, then write
+# the report (store/report.html, every figure embedded). Details of every result are in store/fits/*.json.
 demo: $(STAMP)
-	$(BIN)/scalingkit train sweeps/er_cpu_demo.toml --fill-missing --workers 2
-	$(BIN)/scalingkit status
-	$(BIN)/scalingkit table
-	$(BIN)/scalingkit fit --form powerlaw --bootstrap 4000
-	$(BIN)/scalingkit fit --form chinchilla --bootstrap 200
-	$(BIN)/scalingkit optimal --method all --budget 1e12
-	$(BIN)/scalingkit plot
+	@$(BIN)/scalingkit train sweeps/er_cpu_demo.toml --fill-missing --workers 2
+	@$(BIN)/scalingkit table
+	@$(BIN)/scalingkit fit --form powerlaw --bootstrap 4000 --no-figures
+	@$(BIN)/scalingkit fit --form chinchilla --bootstrap 200 --no-figures
+	@$(BIN)/scalingkit optimal --method all --budget 1e11 --no-figures
+	@echo "report: $$($(BIN)/scalingkit report --out store/report.html --splits 10)"
+
+# The CPU reproduction of the study (not part of `make test`; hours on 2 cores, each preset's time is in
+# benchmarks/RESULTS.md): ER walks (kappa 0 and 1), BA walks, bigram walks, text from 1- and 2-layer generators and
+# natural text, all into one store, then the report (store/reproduce_cpu.html) and docs/results-cpu.md, both
+# written by the tool. A re-run trains only what is missing.
+REPRO_STORE := store/reproduce_cpu.zarr
+REPRO_SWEEPS := er_cpu er_kappa1_cpu ba_cpu bigram_cpu t1l_cpu t2l_cpu text_cpu
+reproduce-cpu: $(STAMP)
+	@for s in $(REPRO_SWEEPS); do \
+	  start=$$(date +%s); \
+	  $(BIN)/scalingkit train sweeps/$$s.toml --fill-missing --store $(REPRO_STORE) --workers 2 --no-progress \
+	    || exit 1; \
+	  echo "$$s: $$(( $$(date +%s) - start )) s" | tee -a store/reproduce_cpu.times; \
+	done
+	@$(BIN)/scalingkit table --store $(REPRO_STORE)
+	@$(BIN)/scalingkit fit --form powerlaw --store $(REPRO_STORE) --bootstrap 4000 --no-figures
+	@$(BIN)/scalingkit report --store $(REPRO_STORE) --out store/reproduce_cpu.html --markdown docs/results-cpu.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -557,7 +557,8 @@ class Report:
         s = self.settings
         doc.h(1, f"scalingkit report: {self.store_path}")
         created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        doc.p(f"Written {created} by scalingkit {self.versions.get('scalingkit')} (Python {self.versions.get('python')}"
+        doc.p(f"Written {created} on {_machine()} by scalingkit {self.versions.get('scalingkit')} "
+              f"(Python {self.versions.get('python')}"
               f", numpy {self.versions.get('numpy')}, scipy {self.versions.get('scipy')}). The store's L(N, D) table: "
               f"{len(self.table)} cells (best final loss over learning rates and seeds), data sha256 "
               f"{self._cols_1d(self.table)}.")
@@ -874,6 +875,24 @@ class Report:
             doc.details(f"{i.kind} {i.label}: {i.path.name if i.path else '-'} ({i.status})",
                         json.dumps(_jsonable(prov), indent=1))
         doc.details("report settings", json.dumps(_jsonable(asdict(self.settings)), indent=1))
+
+
+def _machine() -> str:
+    """The machine the report was written on: CPU model and core count (a CPU reproduction says what it ran on)."""
+    import os
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    return f"{platform.node() or 'a machine'} ({model}, {cores} cores, {platform.system()})"
 
 
 def _jsonable(x):
