@@ -36,6 +36,18 @@ def _floor_text(r) -> str:
     return f"floor {floor:.4f} ({kind})"
 
 
+def at_fitting_bound(result, name: str) -> bool:
+    """The exponent ended on a bound of its fit, or its interval runs to one (0 or the form's upper bound)."""
+    if name in result.diagnostics.get("at_bound", []):
+        return True
+    if result.form != "powerlaw":  # only the power law's exponent bounds (0, 10) are known here
+        return False
+    value, iv = result.params.get(name), result.intervals.get(name)
+    bounds = result.diagnostics.get("exponent_bounds", (0.0, 10.0))
+    touches = lambda x: x is not None and any(math.isclose(x, b, abs_tol=1e-6) for b in bounds)  # noqa: E731
+    return touches(value) or (iv is not None and (touches(iv[0]) or touches(iv[1])))
+
+
 def slices_table(collection) -> str:
     """The 1-d fits of a table: per group and axis, one line per slice and the exponents' summary."""
     blocks = defaultdict(list)
@@ -54,7 +66,7 @@ def slices_table(collection) -> str:
         lines.append(head + (f"  {floor}" if floor else ""))
         lines.append(f"  {FIXED.get(axis, 'fixed'):>10}  {offset + ' [95%]':<26} {exponent + ' [95%]':<26} "
                      f"{'LOO pow/exp':>11}  verdict")
-        exps = []
+        exps, unresolved = [], 0
         for r in results:
             fixed = r.provenance.get("fixed", {})
             where = num(next(iter(fixed.values()), math.nan), 3)
@@ -66,14 +78,24 @@ def slices_table(collection) -> str:
             call = v.get("verdict", "")
             if r.diagnostics.get("at_bound") and offset in r.diagnostics["at_bound"]:
                 call += " (offset at floor)"
+            notes += len(r.diagnostics.get("notes", []))
+            if at_fitting_bound(r, exponent):
+                # an exponent on (or with an interval reaching) its fitting bound is not an estimate: say so
+                unresolved += 1
+                lines.append(f"  {where:>10}  {with_interval(r, offset):<26} {'not resolved (bound)':<26} "
+                             f"{num(ratio, 3):>11}  {call}")
+                continue
             lines.append(f"  {where:>10}  {with_interval(r, offset):<26} {with_interval(r, exponent, 3):<26} "
                          f"{num(ratio, 3):>11}  {call}")
             exps.append(r.params[exponent])
-            notes += len(r.diagnostics.get("notes", []))
         if exps:
             mean = sum(exps) / len(exps)
             sd = math.sqrt(sum((e - mean) ** 2 for e in exps) / (len(exps) - 1)) if len(exps) > 1 else math.nan
-            lines.append(f"  {exponent}: mean {num(mean, 3)}, sd {num(sd, 3)} over {len(exps)} slices")
+            lines.append(f"  {exponent}: mean {num(mean, 3)}, sd {num(sd, 3)} over {len(exps)} slices"
+                         + (f"; {unresolved} more not resolved" if unresolved else ""))
+        elif unresolved:
+            lines.append(f"  {exponent}: not resolved at this size ({unresolved} slices reach the exponent's fitting "
+                         "bound): the loss hardly changes along this axis over the sampled range")
     counts = collection.verdict_counts()
     if counts:
         lines.append("slices by verdict: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
