@@ -92,3 +92,21 @@ def standard_error(boot_draws) -> np.ndarray | float:
     enough = np.isfinite(draws).sum(axis=0) > 1
     se[enough & np.isnan(se)] = np.inf  # inf - inf inside std: the spread is beyond float range, not unknown
     return float(se[0]) if np.ndim(boot_draws) == 1 else se
+
+
+def record_intervals(result, names: list, estimate, draws, jackknife, confidence: float, interval: str) -> None:
+    """Percentile and BCa intervals of `names` from bootstrap draws over runs (and the jackknife for BCa), stored on
+    `result`: the chosen kind as its intervals, both in its diagnostics, with standard errors and failed draws."""
+    alpha = 1 - confidence
+    plo, phi = percentile_interval(draws, alpha)
+    blo, bhi = bca_interval(np.asarray(estimate, dtype=float), draws, jackknife, alpha)
+    pct = {k: (float(a), float(b)) for k, a, b in zip(names, plo, phi)}
+    bca = {k: (float(a), float(b)) for k, a, b in zip(names, blo, bhi)}
+    result.intervals = bca if interval == "bca" else pct
+    result.diagnostics.update(
+        interval_method=f"bootstrap over runs, {interval}", bootstrap_draws=int(len(draws)),
+        bootstrap_failed=int(np.sum(~np.all(np.isfinite(draws), axis=1))),
+        jackknife_failed=int(np.sum(~np.all(np.isfinite(jackknife), axis=1))),
+        **{f"se_{k}": float(v) for k, v in zip(names, standard_error(draws))},
+        intervals_percentile=pct, intervals_bca=bca,
+    )

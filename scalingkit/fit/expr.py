@@ -479,20 +479,7 @@ class Expr(Estimator):
                          min_per_worker=50)[:, :-1]
         names = list(law.free)
         est = np.array([result.params[k] for k in names])
-        alpha = 1 - s["confidence"]
-        plo, phi = bs.percentile_interval(draws, alpha)
-        blo, bhi = bs.bca_interval(est, draws, jack, alpha)
-        pct = {k: (float(a), float(b)) for k, a, b in zip(names, plo, phi)}
-        bca = {k: (float(a), float(b)) for k, a, b in zip(names, blo, bhi)}
-        result.intervals = bca if s.get("interval", "bca") == "bca" else pct
-        se = bs.standard_error(draws)
-        result.diagnostics.update(
-            interval_method=f"bootstrap over runs, {s.get('interval', 'bca')}", bootstrap_draws=B,
-            bootstrap_failed=int(np.sum(~np.all(np.isfinite(draws), axis=1))),
-            **{f"se_{k}": float(v) for k, v in zip(names, se)},
-        )
-        result.diagnostics["intervals_percentile"] = pct
-        result.diagnostics["intervals_bca"] = bca
+        bs.record_intervals(result, names, est, draws, jack, s["confidence"], s.get("interval", "bca"))
 
 
 @register_form("expr")

@@ -237,25 +237,11 @@ class Estimator2D(Estimator):
         draws, jack, fallback = bootstrap_refits(self.form, data, s, starts, counts)
         names = [*result.params, *result.derived]
         est = np.array([*result.params.values(), *result.derived.values()])
-        alpha = 1 - s["confidence"]
-        plo, phi = bs.percentile_interval(draws, alpha)
-        blo, bhi = bs.bca_interval(est, draws, jack, alpha)
-        pct = {k: (float(a), float(b)) for k, a, b in zip(names, plo, phi)}
-        bca = {k: (float(a), float(b)) for k, a, b in zip(names, blo, bhi)}
-        result.intervals = bca if s.get("interval", "bca") == "bca" else pct
-        se = bs.standard_error(draws)
-        result.diagnostics.update(
-            interval_method=f"bootstrap over runs, {s.get('interval', 'bca')}", bootstrap_draws=B,
-            bootstrap_failed=int(np.sum(~np.all(np.isfinite(draws), axis=1))),
-            jackknife_failed=int(np.sum(~np.all(np.isfinite(jack), axis=1))),
-            **{f"se_{k}": float(v) for k, v in zip(names, se)},
-        )
+        bs.record_intervals(result, names, est, draws, jack, s["confidence"], s.get("interval", "bca"))
         if is_batched(self.form, s):  # how many draws (and jackknife fits) the batch left to the per-draw L-BFGS-B path
             result.diagnostics.update(bootstrap_refit="batched Newton", bootstrap_fallback=fallback[0],
                                       jackknife_fallback=fallback[1])
         self._draw_diagnostics(result.diagnostics, names, draws)
-        result.diagnostics["intervals_percentile"] = pct
-        result.diagnostics["intervals_bca"] = bca
 
     def _draw_diagnostics(self, diag: dict, names: list, draws: np.ndarray) -> None:
         """Hook: a form's own summaries of the bootstrap draws (Chinchilla: draws whose E sits on the floor)."""

@@ -568,6 +568,8 @@ def figures_for(result, table, out_dir, *, loss_kind=None, n_convention="total",
     floor, kind = floors.get(g.get("family"), (None, "unknown"))
     label = _clean(result.provenance.get("label", "")) or "all"
     sub = group_table(table, g)
+    if not {"N", "D"} <= set(sub.columns):  # a law in N only or D only (an expression): no 2-d figure to draw
+        return written
     fig = plot_fit2d(result, sub, loss_kind=loss_kind or result.provenance.get("loss"), n_convention=n_convention,
                      floor=floor, floor_kind=kind, n_column=n_column, title=f"{result.form} fit [{label}]")
     written.append(style.save(fig, out_dir / f"{prefix}-{result.form}-{label}.png"))
