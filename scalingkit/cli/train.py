@@ -32,6 +32,8 @@ store_option = click.option("--store", "store_path", default=DEFAULT_STORE, show
                    "width=16/seed=0, D=3200,6400 (N is the cube's label: the non-embedding count).")
 @click.option("--redo-damaged", is_flag=True,
               help="Train again every run whose stored values do not match its checksum (`status --verify`).")
+@click.option("--yes", is_flag=True, expose_value=False, callback=lambda ctx, _, v: ctx.meta.__setitem__("yes", v),
+              help="Train even when the runs left would take more than a day on this machine (sweep/cost.py).")
 def train(sweep_file, fill_missing, store_path, workers, executor, device, retry_failed, no_progress, batch_variants,
           redo, redo_damaged):
     """Add SWEEP_FILE's cells to the cube and train what is missing (--fill-missing), or train chosen runs again
@@ -60,6 +62,11 @@ def train(sweep_file, fill_missing, store_path, workers, executor, device, retry
     from scalingkit.device import check_device
 
     check_device(device or (sw.settings.device if sw else None))
+    if fill_missing:  # the compute left, timed here where it could exceed a day: refused without --yes
+        from scalingkit.sweep import cost
+
+        cost.confirm(store_path, sw, workers, device, retry_failed, click.get_current_context().meta.get("yes", False),
+                     executor, echo=click.echo)
     report = runner.fill_missing(store_path, sw, workers=workers, executor=executor, retry_failed=retry_failed,
                                  device=device, progress=not no_progress, echo=click.echo,
                                  batch_variants=batch_variants, fill=fill_missing, redo=redo,

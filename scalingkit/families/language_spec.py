@@ -64,14 +64,18 @@ def _rate(v):
     raise _Bad("a real number > 0")
 
 
+MAX_BPE_VOCAB = 2**20  # the GPT-2 BPE has 50,257 tokens; the BPE trainer aborts the whole process near 1e9
+
+
 def _tokenizer(v):
     if v == "gpt2":
         return v
     if isinstance(v, dict) and set(v) == {"bpe"}:
         n = v["bpe"]
-        if isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= MIN_BPE_VOCAB:
+        if isinstance(n, numbers.Integral) and not isinstance(n, bool) and MIN_BPE_VOCAB <= n <= MAX_BPE_VOCAB:
             return {"bpe": int(n)}
-    raise _Bad(f'"gpt2" or {{bpe = V}} with an integer V >= {MIN_BPE_VOCAB} (256 bytes and <|endoftext|>)')
+    raise _Bad(f'"gpt2" or {{bpe = V}} with an integer V from {MIN_BPE_VOCAB} (256 bytes and <|endoftext|>) to '
+               f'{MAX_BPE_VOCAB:,}')
 
 
 COMMON = {"kind": (REQUIRED, _string), "corpus": ("embedded", _string), "text_field": ("text", _string),

@@ -40,3 +40,12 @@ def train_flops_per_token(n_layer: int, d_model: int, vocab_size: int, context: 
     matmul_weights = n_layer * (4 + 2 * mlp_ratio) * d_model * d_model + vocab_size * d_model
     attention = n_layer * 4 * context * d_model
     return 3.0 * (2.0 * matmul_weights + attention)
+
+
+def training_bytes(n_layer: int, d_model: int, vocab_size: int, tokens_per_step: int) -> int:
+    """Memory to train one GPT of this shape, as train/memory.py models it: fp32 weights, gradients and two Adam
+    moments (16 bytes per parameter), and what the backward pass keeps per training token (~40 values per layer and
+    width unit, 8 more per width unit, two per vocabulary entry). Python ints: a shape too large for any machine
+    still has a size to print."""
+    per_token = n_layer * 40 * d_model + 8 * d_model + 2 * vocab_size
+    return 16 * total_params(n_layer, d_model, vocab_size) + 4 * tokens_per_step * per_token

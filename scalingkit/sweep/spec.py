@@ -26,19 +26,22 @@ Validation names the bad key in a one-line UserError. A store keeps every sweep 
 from __future__ import annotations
 
 import itertools
+import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from scalingkit.config import PARAM_NAMES, RunConfig, TrainSettings
+from scalingkit.config import PARAM_NAMES, SEED_MAX, RunConfig, TrainSettings, check_settings
 from scalingkit.errors import UserError
-from scalingkit.model.counts import check_shape, nonembedding_params
+from scalingkit.model.counts import check_shape, nonembedding_params, total_params
 from scalingkit.store import Cell
 from scalingkit.sweep import lrsearch
 
 TOP_KEYS = {"name", "description", "families", "grid", "training", "lr_search"}
 GRID_KEYS = {"params": str, "layers": int, "widths": int, "tokens": int, "lrs": float, "seeds": int}
 SETTING_KEYS = {f.name: f.type for f in fields(TrainSettings)}
+LR_RANGE = (1e-9, 1e3)  # Adam's peak learning rate: below, a run's updates vanish in float32; above, it blows up
+TOKENS_MAX = 2**53  # token budgets and their FLOP counts stay exact in the cube's float64 arithmetic below this
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,25 @@ def _validate_grid(grid: dict, where: str) -> dict:
         if len(set(converted)) != len(converted):
             raise UserError(f"{where}: grid.{key} has repeated values {values!r}")
         out[key] = converted
+    _check_ranges(out, where)
     return out
+
+
+def _check_ranges(grid: dict, where: str) -> None:
+    """Values that convert but cannot train: NaN or absurd learning rates, budgets past exact arithmetic, seeds
+    that no generator takes."""
+    lo, hi = LR_RANGE
+    bad = [v for v in grid["lrs"] if not (math.isfinite(v) and lo <= v <= hi)]
+    if bad:
+        raise UserError(f"{where}: grid.lrs has {bad[0]!r}: every learning rate must be finite and from {lo:g} to "
+                        f"{hi:g} (outside that range a run learns nothing or diverges at once)")
+    big = [v for v in grid["tokens"] if v > TOKENS_MAX]
+    if big:
+        raise UserError(f"{where}: grid.tokens has {big[0]:.4g}: a token budget must be at most 2^53 = "
+                        f"{TOKENS_MAX:.4g} (counts stay exact below it)")
+    seeds = [v for v in grid["seeds"] if not 0 <= v <= SEED_MAX]
+    if seeds:
+        raise UserError(f"{where}: grid.seeds has {seeds[0]}: a seed must be a whole number from 0 to 2^63 - 1")
 
 
 def _convert(v, typ):
@@ -182,16 +203,8 @@ def _validate_settings(training: dict, where: str) -> TrainSettings:
             raise UserError(f"{where}: training.{key} = {value!r} is not a valid {type(default).__name__}") from None
         values[key] = value
     settings = TrainSettings(**values)
-    for key in ("context", "batch", "eval_points", "eval_sequences"):
-        if getattr(settings, key) < 1:
-            raise UserError(f"{where}: training.{key} must be at least 1")
-    if not 0 <= settings.warmup_fraction < 1:
-        raise UserError(f"{where}: training.warmup_fraction must be in [0, 1)")
-    if settings.mup_base_width < 1:
-        raise UserError(f"{where}: training.mup_base_width must be at least 1")
+    check_settings(settings, where)  # every value in its range: finite, positive where it must be
     check_shape(1, settings.mup_base_width)
-    if settings.device not in ("auto", "cpu", "cuda"):
-        raise UserError(f"{where}: training.device must be auto, cpu or cuda")
     return settings
 
 
@@ -209,5 +222,31 @@ def _check_buildable(sweep: Sweep, where: str, check_families: bool) -> None:
     if check_families:
         from scalingkit.families import build_family
 
+        vocab = {}
         for label, spec in sweep.families.items():
-            build_family(label, spec)  # raises UserError naming the bad key
+            vocab[label] = int(build_family(label, spec).vocab_size)  # raises UserError naming the bad key
+        check_memory(sweep, where, vocab)
+
+
+def check_memory(sweep: Sweep, where: str, vocab: dict) -> None:
+    """Refuse, before any store is made or model built, a sweep whose runs cannot fit in this machine's memory for
+    the sweep's device (train/memory.py's model of a run: weights, Adam moments, activations, the evaluation chunk;
+    plus the held-out set and the curves), naming the run and what takes most of it. A sweep for CUDA on a machine
+    without it is not checked here (its runs go elsewhere)."""
+    from scalingkit.config import check_memory as check, cuda_here
+    from scalingkit.train.memory import fixed_bytes, variant_bytes
+
+    s = sweep.settings
+    kind = "cuda" if s.device == "cuda" or (s.device == "auto" and cuda_here()) else "cpu"
+    for label, v in vocab.items():
+        for n_layer, width in sorted(sweep.shapes.values(), key=lambda shape: -nonembedding_params(*shape)):
+            cfg = RunConfig(label, "sp", n_layer, width, max(sweep.grid["tokens"]), sweep.grid["lrs"][0], 0, s)
+            weights = 16 * total_params(n_layer, width, v)
+            parts = {"weights, gradients and Adam moments": weights,
+                     "activations (training.batch x training.context)":
+                         variant_bytes(cfg, v, kind) - weights + fixed_bytes(cfg, v, kind),
+                     "the held-out set (training.eval_sequences)": 3 * 8 * s.eval_sequences * (s.context + 1),
+                     "the curves (training.eval_points)": 8 * 20 * s.eval_points}
+            biggest = max(parts, key=parts.get)
+            check(sum(parts.values()), f"{where}: one run of {label} (width {width:,}, {n_layer:,} layers, vocabulary "
+                  f"{v:,})", s.device, why=f", most of it for {biggest}")
