@@ -1,5 +1,6 @@
 """What `scalingkit status` and `scalingkit table` print: counts by status, compute left, the runs other
-coordinators are training now, a check of every run against its checksum (--verify), and L(N, D).
+coordinators are training now, the runs queued and running on a cluster (and those finished but not recorded yet),
+the failed runs with their messages, a check of every run against its checksum (--verify), and L(N, D).
 
 Status reads only the coordinates and the status chunk (no xarray), so it stays fast on large cubes. Both commands
 label a model by N in the convention named (default total: all parameters, embedding included, as fit, optimal and
@@ -28,6 +29,7 @@ def status_summary(path, brackets: bool = False, n_convention: str = "total", ve
         from scalingkit.errors import UserError
 
         raise UserError(f"unknown N convention {n_convention!r} (use total or nonembedding)")
+    adopted = _adopt(path)  # first: runs that finished while no coordinator watched are counted as what they are
     coords, codes = store.read_status(path)
     group = store.open_group(path)
     sweeps = plan.stored_sweeps(path)
@@ -66,7 +68,11 @@ def status_summary(path, brackets: bool = False, n_convention: str = "total", ve
     out["unplanned_cells"] = int((~planned).sum())
     out["sizes"] = {d: len(coords[d]) for d in RUN_DIMS}
     out["n_convention"] = n_convention
-    out["training_now"] = _training_now(path)
+    held = _live_claims(path)
+    out["training_now"] = _training_now(held)
+    out["cluster"] = _cluster(path, held)
+    out["adopted"] = adopted
+    out["failed_runs"] = _failed_runs(path, coords, codes, planned)
     if brackets or any(sw.lr_search is not None for sw in sweeps):
         shape = {int(n): (int(l), int(w)) for n, l, w in zip(coords["N"], group["n_layer"][:], group["d_model"][:])}
         fam_index = {str(f): i for i, f in enumerate(coords["family"])}
@@ -84,21 +90,108 @@ def status_summary(path, brackets: bool = False, n_convention: str = "total", ve
     return out
 
 
-def _training_now(path) -> list[dict]:
-    """Per live coordinator (or job), the runs it holds a claim on now: what it is training."""
+def _adopt(path) -> dict:
+    """Drop the claims of gone owners and record the runs they finished (store/adopt.py), as `train` does; what
+    happened, for the report: {"runs": n, "by_status": {...}} or, where the store cannot be written here, a note."""
+    from scalingkit.store import claims
+
+    if not (claims.folder(path) / "cells.json").exists():
+        return {"runs": 0, "by_status": {}}
+    try:
+        adopted = claims.expire(path)
+    except OSError as exc:
+        return {"runs": 0, "by_status": {},
+                "note": "runs finished by gone coordinators or jobs are not recorded: cannot write the store here "
+                        f"({exc.strerror or exc})"}
+    counts: dict = {}
+    for status in adopted.values():
+        counts[status] = counts.get(status, 0) + 1
+    return {"runs": len(adopted), "by_status": counts}
+
+
+def _live_claims(path) -> list[dict]:
     from scalingkit.store import claims
 
     try:
-        held = claims.live(path)
+        return claims.live(path)
     except (OSError, ValueError):  # a claims file being replaced, or unreadable: nothing to say
         return []
+
+
+def _training_now(held: list[dict]) -> list[dict]:
+    """Per live coordinator, the runs it holds a claim on now: what it is training (cluster jobs: _cluster)."""
     by_owner: dict = {}
     for claim in held:
+        if claim["owner"] is not None and claim["owner"].kind == "job":
+            continue
         who = str(claim["owner"]) if claim["owner"] is not None else "unknown owner"
         entry = by_owner.setdefault(who, {"owner": who, "runs": [], "since": claim["since"]})
         entry["runs"].append(str(store.Cell(*claim["cell"])))
         entry["since"] = min(filter(None, (entry["since"], claim["since"])), default=None)
     return list(by_owner.values())
+
+
+RUNNING = ("RUNNING", "COMPLETING", "CONFIGURING")
+
+
+def _cluster(path, held: list[dict]) -> dict:
+    """The runs cluster jobs hold: queued or running (by the scheduler's state), per job, and of them the ones
+    whose worker finished writing (checksum verifies) that are not recorded yet (their job is ending)."""
+    from scalingkit.store import adopt
+
+    jobs: dict = {}
+    out = {"queued": 0, "running": 0, "finished_unrecorded": 0, "jobs": []}
+    cells = []
+    for claim in held:
+        owner = claim["owner"]
+        if owner is None or owner.kind != "job":
+            continue
+        state = claim.get("state") or ("SUBMITTING" if not owner.job else "UNKNOWN")
+        out["running" if state in RUNNING else "queued"] += 1
+        entry = jobs.setdefault(owner.job or "(being submitted)",
+                                {"job": owner.job, "state": state, "runs": [], "log": owner.log})
+        entry["runs"].append(str(store.Cell(*claim["cell"])))
+        cells.append(store.Cell(*claim["cell"]))
+    if cells:
+        try:
+            out["finished_unrecorded"] = len(adopt.finished(path, cells))
+        except (OSError, ValueError):
+            pass
+    out["jobs"] = sorted(jobs.values(), key=lambda j: _job_order(j["job"]))
+    return out
+
+
+def _job_order(job) -> tuple:
+    if not job:
+        return (1 << 62, 0)
+    array, _, index = str(job).partition("_")
+    try:
+        return (int(array), int(index or 0))
+    except ValueError:
+        return (1 << 62, 0)
+
+
+def _failed_runs(path, coords, codes, planned) -> list[dict]:
+    """Each failed run (planned or not) with its message (which names a cluster job's log)."""
+    from scalingkit.store import chunks
+
+    where = np.argwhere(codes == STATUS_CODE["failed"])
+    if not len(where):
+        return []
+    try:
+        messages, _ = chunks.RunArray(path, "message").read(where)
+    except (OSError, ValueError):
+        messages = [""] * len(where)
+    return [{"run": str(store.Cell(*(_plain(coords[d][i]) for d, i in zip(RUN_DIMS, pos)))),
+             "message": str(message)} for pos, message in zip(where, messages)]
+
+
+def _plain(x):
+    if isinstance(x, (str, np.str_)):
+        return str(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x)
+    return int(x)
 
 
 def format_status(s: dict) -> str:
@@ -117,11 +210,76 @@ def format_status(s: dict) -> str:
         shown = "; ".join(entry["runs"][:5]) + ("; ..." if len(entry["runs"]) > 5 else "")
         lines.append(f"being trained now by {entry['owner']} (claimed since {entry['since']}): "
                      f"{_plural(len(entry['runs']), 'run')}: {shown}")
+    lines += format_cluster(s)
+    failed = s.get("failed_runs", [])
+    for entry in failed[:FAILED_SHOWN]:
+        lines.append(f"failed: {entry['run']}: {entry['message'] or '(no message)'}")
+    if len(failed) > FAILED_SHOWN:
+        lines.append(f"  ... and {len(failed) - FAILED_SHOWN:,} more failed runs (`status --json` lists them all; "
+                     "`train --retry-failed` trains them again)")
     if s.get("lr_optima"):
         lines.append(format_lr_optima(s["lr_optima"], s.get("n_convention", "total")))
     if "verify" in s:
         lines.append(format_verify(s["verify"], s["store"]))
     return "\n".join(lines)
+
+
+FAILED_SHOWN = 10
+
+
+def format_cluster(s: dict) -> list[str]:
+    """Lines on what cluster jobs hold and what was adopted."""
+    lines = []
+    adopted = s.get("adopted", {})
+    if adopted.get("runs"):
+        lines.append(f"adopted {_plural(adopted['runs'], 'run')} that finished while no coordinator watched ("
+                     + ", ".join(f"{n:,} {k}" for k, n in sorted(adopted["by_status"].items()))
+                     + "): recorded now, not trained again")
+    if adopted.get("note"):
+        lines.append(adopted["note"])
+    c = s.get("cluster") or {}
+    if c.get("jobs"):
+        jobs = c["jobs"]
+        running = [j["job"] for j in jobs if j["state"] in RUNNING]
+        queued = [j["job"] or "being submitted" for j in jobs if j["state"] not in RUNNING]
+        parts = []
+        if c["running"]:
+            parts.append(f"{_plural(c['running'], 'run')} running ({_jobs(running)})")
+        if c["queued"]:
+            parts.append(f"{_plural(c['queued'], 'run')} queued ({_jobs(queued)})")
+        line = "on the cluster: " + "; ".join(parts)
+        if c.get("finished_unrecorded"):
+            line += (f"; {_plural(c['finished_unrecorded'], 'run')} finished, not recorded yet (its job is "
+                     "ending; the next `status` or `train` records it)")
+        lines.append(line)
+        unknown = [j["job"] for j in jobs if j["state"] == "UNKNOWN"]
+        if unknown:
+            lines.append(f"  {_plural(len(unknown), 'job')} could not be asked about here (no squeue, or the "
+                         "controller did not answer): counted as queued, their runs are left to them")
+    return lines
+
+
+def _jobs(ids: list) -> str:
+    """SLURM job ids, grouped by array: 7_[0-3,5], 8."""
+    arrays: dict = {}
+    for job in ids:
+        array, sep, index = str(job).partition("_")
+        arrays.setdefault(array, []).append(index if sep else None)
+    parts = []
+    for array, indices in arrays.items():
+        if indices == [None]:
+            parts.append(f"SLURM job {array}")
+            continue
+        numbers = sorted(int(i) for i in indices if i is not None and i.isdigit())
+        ranges, start = [], None
+        for k, n in enumerate(numbers):
+            if start is None:
+                start = n
+            if k + 1 == len(numbers) or numbers[k + 1] != n + 1:
+                ranges.append(f"{start}" if start == n else f"{start}-{n}")
+                start = None
+        parts.append(f"SLURM job {array}_[{','.join(ranges)}]" if ranges else f"SLURM job {array}")
+    return ", ".join(parts)
 
 
 def _plural(n: int, word: str) -> str:

@@ -15,10 +15,25 @@ store_option = click.option("--store", "store_path", default=DEFAULT_STORE, show
 @click.argument("sweep_file", required=False, type=click.Path(dir_okay=False))
 @click.option("--fill-missing", is_flag=True, help="Train every planned cell that is not finished yet.")
 @store_option
-@click.option("--workers", default=1, show_default=True, type=int,
-              help="Worker processes (0: train in this process).")
-@click.option("--executor", default="local", show_default=True, type=click.Choice(["local"]),
-              help="Where runs execute.")
+@click.option("--workers", default=None, type=int,
+              help="Worker processes, local or in a dask LocalCluster (default 1; 0: train in this process).")
+@click.option("--executor", default=None, type=click.Choice(["local", "slurm", "dask"]),
+              help="Where runs execute: local processes, SLURM job arrays (submitit) or dask (default: the sweep's "
+                   "[executor] table, else local).")
+@click.option("--partition", default=None, help="SLURM partition.")
+@click.option("--gpus-per-task", default=None, type=int, help="SLURM: GPUs per job.")
+@click.option("--cpus-per-task", default=None, type=int, help="SLURM: CPUs per job.")
+@click.option("--mem", default=None, help="SLURM: memory per job (e.g. 32G).")
+@click.option("--time", "time_limit", default=None, metavar="TIME",
+              help="SLURM: time limit per job (minutes, H:MM:SS or D-HH:MM:SS; default: the partition's). A job "
+                   "near its limit saves a checkpoint and is requeued.")
+@click.option("--array-parallelism", default=None, type=int, help="SLURM: at most this many jobs running at once.")
+@click.option("--slurm-option", "slurm_options", multiple=True, metavar="KEY=VALUE",
+              help="SLURM: any other sbatch option (repeatable), e.g. account=abc, qos=high, constraint=a100.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="dask: the scheduler's address (tcp://host:8786); none: a LocalCluster of --workers processes.")
+@click.option("--detach", is_flag=True,
+              help="SLURM: submit and exit; a later `train --fill-missing` or `status` records what finished.")
 @click.option("--device", default=None, type=click.Choice(["auto", "cpu", "cuda"]),
               help="Override the sweep's device setting.")
 @click.option("--retry-failed", is_flag=True, help="Also re-run cells whose last attempt failed.")
@@ -34,8 +49,9 @@ store_option = click.option("--store", "store_path", default=DEFAULT_STORE, show
               help="Train again every run whose stored values do not match its checksum (`status --verify`).")
 @click.option("--yes", is_flag=True, expose_value=False, callback=lambda ctx, _, v: ctx.meta.__setitem__("yes", v),
               help="Train even when the runs left would take more than a day on this machine (sweep/cost.py).")
-def train(sweep_file, fill_missing, store_path, workers, executor, device, retry_failed, no_progress, batch_variants,
-          redo, redo_damaged):
+def train(sweep_file, fill_missing, store_path, workers, executor, partition, gpus_per_task, cpus_per_task, mem,
+          time_limit, array_parallelism, slurm_options, scheduler, detach, device, retry_failed, no_progress,
+          batch_variants, redo, redo_damaged):
     """Add SWEEP_FILE's cells to the cube and train what is missing (--fill-missing), or train chosen runs again
     (--redo, --redo-damaged).
 
@@ -67,13 +83,28 @@ def train(sweep_file, fill_missing, store_path, workers, executor, device, retry
 
         cost.confirm(store_path, sw, workers, device, retry_failed, click.get_current_context().meta.get("yes", False),
                      executor, echo=click.echo)
-    report = runner.fill_missing(store_path, sw, workers=workers, executor=executor, retry_failed=retry_failed,
-                                 device=device, progress=not no_progress, echo=click.echo,
-                                 batch_variants=batch_variants, fill=fill_missing, redo=redo,
-                                 redo_damaged=redo_damaged)
+    flags = {"kind": executor, "workers": workers, "partition": partition, "gpus_per_task": gpus_per_task,
+             "cpus_per_task": cpus_per_task, "mem": mem, "time": time_limit, "array_parallelism": array_parallelism,
+             "options": _key_values(slurm_options, "--slurm-option"), "scheduler": scheduler}
+    report = runner.fill_missing(store_path, sw, executor=flags, retry_failed=retry_failed, device=device,
+                                 progress=not no_progress, echo=click.echo, batch_variants=batch_variants,
+                                 fill=fill_missing, redo=redo, redo_damaged=redo_damaged, detach=detach)
     click.echo(report.summary())
     if report.counts.get("failed"):
         sys.exit(1)
+
+
+def _key_values(items, flag: str) -> dict:
+    """KEY=VALUE (or a bare KEY: a flag) texts as a dict."""
+    from scalingkit.errors import UserError
+
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not key.strip() or (eq and not value.strip()):
+            raise UserError(f"{flag} {item!r}: expected KEY=VALUE (e.g. account=abc) or a bare KEY")
+        out[key.strip()] = value.strip() if eq else True
+    return out
 
 
 n_convention_option = click.option("--n-convention", default="total", show_default=True,

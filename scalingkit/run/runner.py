@@ -4,7 +4,11 @@ learning-rate search asks for more.
 
 Several coordinators may run on one store at once (started by hand, on other hosts sharing the file system): each
 cell is claimed by one of them (store/claims.py), so each trains exactly once and they share the work; a coordinator
-with nothing left but cells that another one is training waits for them, and takes over the cells of one that died.
+with nothing left but cells that another one (or a cluster job) is training waits for them, and takes over the cells
+of one that died. Before each round it drops the claims of gone owners and adopts the runs they finished but nobody
+recorded (store/adopt.py), so a run is never trained twice. The executor (executors.py) runs the tasks: local
+processes and dask pull tasks one at a time; SLURM submits a round at once as a job array whose jobs own their
+claims (slurm.py). A task's checkpoint is removed once its runs are recorded done or diverged.
 """
 from __future__ import annotations
 
@@ -34,35 +38,72 @@ class FillReport:
     seconds: float = 0.0
     elsewhere: set = field(default_factory=set)  # cells planned here that another coordinator trained
     lost: int = 0  # cells whose claim was gone when their outcome came: not recorded
+    adopted: int = 0  # runs finished by workers whose coordinator was gone, recorded here (not trained again)
+    already: int = 0  # of the counts: runs a worker found finished already (recorded, not trained again)
+    resumed: int = 0  # runs that went on from a checkpoint
+    cancelled: int = 0  # runs whose SLURM job was cancelled: left missing, checkpoint kept
+    submitted: int = 0  # runs submitted to the cluster and left running (--detach)
+    jobs: list = field(default_factory=list)  # SLURM job arrays submitted
 
     def summary(self) -> str:
         others = (f"{_runs(len(self.elsewhere))} trained by another coordinator on this store"
                   if self.elsewhere else "")
-        if self.planned == 0:
-            return f"nothing trained here: {others}" if others else "nothing to train: every planned cell is finished"
+        extra = []
+        if self.adopted:
+            extra.append(f"adopted {_runs(self.adopted)} finished while no coordinator watched (not trained again)")
+        if self.submitted:
+            extra.append(f"{_runs(self.submitted)} submitted as SLURM job array {', '.join(self.jobs)} and left "
+                         "running (--detach): `scalingkit status` shows them, `scalingkit train --fill-missing` "
+                         "records them")
+        if self.planned == self.submitted:
+            if not self.planned:
+                head = (f"nothing trained here: {others}" if others else
+                        "nothing to train: every planned cell is finished")
+                return "; ".join([head] + extra) if (others or not extra) else "; ".join(extra)
+            return "; ".join(extra + ([others] if others else []))
         c = self.counts
         rate = self.tokens / self.seconds if self.seconds else 0.0
-        line = (f"trained {sum(c.values())}/{self.planned} runs: {c['done']} done, {c['diverged']} diverged, "
-                f"{c['failed']} failed; {self.tokens:,} tokens in {self.seconds:.1f} s ({rate:,.0f} tokens/s)")
+        line = (f"trained {sum(c.values())}/{self.planned - self.submitted} runs: {c['done']} done, "
+                f"{c['diverged']} diverged, {c['failed']} failed; {self.tokens:,} tokens in {self.seconds:.1f} s "
+                f"({rate:,.0f} tokens/s)")
+        if self.already:
+            line += f"; {_runs(self.already)} of them found finished already (recorded, not trained again)"
+        if self.resumed:
+            line += f"; {_runs(self.resumed)} resumed from a checkpoint"
+        if self.cancelled:
+            line += (f"; {_runs(self.cancelled)} cancelled on the cluster (left missing, checkpoint kept: "
+                     "`train --fill-missing` resumes them)")
         if self.lost:
             line += f"; {_runs(self.lost)} lost the claim (not recorded: left missing)"
-        return line + (f"; {others}" if others else "")
+        return "; ".join([line] + extra + ([others] if others else []))
 
 
-def fill_missing(store_path, sweep=None, workers: int = 1, executor: str = "local", retry_failed: bool = False,
+def fill_missing(store_path, sweep=None, workers: int = 1, executor="local", retry_failed: bool = False,
                  device: str | None = None, progress: bool = True, echo=print, batch_variants="auto",
-                 decide=None, fill: bool = True, redo=(), redo_damaged: bool = False) -> FillReport:
+                 decide=None, fill: bool = True, redo=(), redo_damaged: bool = False,
+                 detach: bool = False) -> FillReport:
     """Train every planned cell that is not finished. With `sweep`, its cells are added to the cube and only they are
     trained; without, every sweep stored in the cube is re-planned. Other coordinators may work on the same store at
     the same time: each cell is trained by exactly one. batch_variants: "auto", or at most this many cells of one
     shape per batch (1: no batching); decide: auto's timing probe (default: train/probe.py, in this process).
     Sweeps that search learning rates train in rounds: each round plans what the results so far ask for.
+    executor: "local", "slurm", "dask" (with `workers`), or an ExecutorSettings. detach (SLURM): submit the first
+    round and return without waiting; a later call (or `status`) records what finished.
 
     redo: texts naming finished runs to train again (plan.select), redo_damaged: also every run whose values do not
     match its checksum (store.verify.verify); fill=False trains only those. A run to redo is claimed like any other, and
-    set `missing` under the lock as it is claimed (so a kill leaves it missing, for the next --fill-missing), then
-    trained and recorded; nothing else is touched."""
-    store_path = str(store_path)
+    set `missing` under the lock as it is claimed (so a kill leaves it missing, for the next --fill-missing), its
+    checksum and checkpoints cleared, then trained and recorded; nothing else is touched."""
+    from scalingkit.errors import UserError
+    from scalingkit.run.executors import ExecutorSettings
+
+    store_path = str(Path(store_path).absolute())  # workers elsewhere (SLURM, dask) open it by this path
+    if sweep is None and not Path(store_path, "zarr.json").exists():
+        raise UserError(f"no cube at {store_path}: give a sweep file (scalingkit train SWEEP.toml --fill-missing)")
+    settings = executor_settings(executor, workers, [sweep] if sweep is not None else plan.stored_sweeps(store_path))
+    if detach and settings.kind != "slurm":
+        raise UserError("--detach needs --executor slurm: local and dask workers end with the coordinator")
+    ex = make_executor(settings, store_path=store_path)
     if Path(store_path, "zarr.json").exists():  # an older schema: new arrays, and checksums of its finished runs
         store.upgrade_and_seal(store_path, echo)
     if sweep is not None:
@@ -74,21 +115,17 @@ def fill_missing(store_path, sweep=None, workers: int = 1, executor: str = "loca
         if info.get("replaced"):
             echo(f"sweep {info['replaced']!r} changed since the store recorded it: its new version replaces the old "
                  "(every stored run stays in the cube)")
-    elif not Path(store_path, "zarr.json").exists():
-        from scalingkit.errors import UserError
-
-        raise UserError(f"no cube at {store_path}: give a sweep file (scalingkit train SWEEP.toml --fill-missing)")
     sweeps = [sweep] if sweep is not None else plan.stored_sweeps(store_path)
     report = FillReport()
     again = _redo_cells(store_path, sweeps, redo, redo_damaged, fill, echo) if redo or redo_damaged else {}
     owner = claims.register(store_path, claims.this_process())
     try:
         with claims.Heartbeat(store_path, owner):
-            _fill(store_path, sweeps, owner, report, workers, executor, retry_failed, device, progress, echo,
-                  batch_variants, decide or _Prober(threads_per_worker(workers)), fill, again)
+            _fill(store_path, sweeps, owner, report, settings.workers, ex, retry_failed, device, progress, echo,
+                  batch_variants, decide or _Prober(threads_per_worker(settings.workers)), fill, again, detach)
     finally:
         claims.retire(store_path, owner)  # after the workers have stopped: nothing can write these cells now
-    if any(sw.lr_search is not None for sw in sweeps):
+    if any(sw.lr_search is not None for sw in sweeps) and not report.submitted:
         rows = plan.lr_optima(store_path, sweeps)
         states = {}
         for row in rows:
@@ -96,6 +133,28 @@ def fill_missing(store_path, sweep=None, workers: int = 1, executor: str = "loca
         echo("learning-rate search: " + ", ".join(f"{n} {state}" for state, n in states.items()) +
              " (per family, param, N, D; `scalingkit status` shows which)")
     return report
+
+
+def executor_settings(executor, workers: int, sweeps: list):
+    """ExecutorSettings from `executor` (a kind, a dict of the command line's flags, or ExecutorSettings) over the
+    sweeps' [executor] table: the sweep's given; else the stored sweeps' if they agree. A table whose kind is not the
+    executor asked for is not used (the flags override it)."""
+    from scalingkit.errors import UserError
+    from scalingkit.run.executors import ExecutorSettings
+
+    if isinstance(executor, ExecutorSettings):
+        return executor
+    flags = dict(executor) if isinstance(executor, dict) else {"kind": executor, "workers": workers}
+    tables = []
+    for sw in sweeps:
+        if sw is not None and sw.executor and sw.executor not in tables:
+            tables.append(sw.executor)
+    if flags.get("kind") is not None:
+        tables = [t for t in tables if t.get("kind", "local") == flags["kind"]]
+    if len(tables) > 1:
+        raise UserError("the store's sweeps name different [executor] profiles: give the sweep file, or say "
+                        "--executor and its settings")
+    return ExecutorSettings.resolve(tables[0] if tables else None, **flags)
 
 
 def _runs(n: int) -> str:
@@ -152,8 +211,8 @@ def _plain(x):
     return str(x) if isinstance(x, str) else float(x) if isinstance(x, float) else int(x)
 
 
-def _fill(store_path, sweeps, owner, report: FillReport, workers, executor, retry_failed, device, progress, echo,
-          batch_variants, decide, fill: bool = True, again: dict | None = None) -> None:
+def _fill(store_path, sweeps, owner, report: FillReport, workers, ex, retry_failed, device, progress, echo,
+          batch_variants, decide, fill: bool = True, again: dict | None = None, detach: bool = False) -> None:
     """Rounds of planning, claiming and training until nothing is left: the missing cells (fill) and the cells to
     train again (again: cell -> sweep, see _redo_cells)."""
     tried: set = set()  # cells claimed by this call: a failing cell is not retried round after round
@@ -162,6 +221,11 @@ def _fill(store_path, sweeps, owner, report: FillReport, workers, executor, retr
     again = dict(again or {})
     start, pause, waited_for = time.perf_counter(), POLL_SECONDS[0], None
     while True:
+        adopted = claims.expire(store_path)  # gone owners' claims dropped; what their workers finished, recorded
+        if adopted:
+            report.adopted += len(adopted)
+            echo(f"adopted {_runs(len(adopted))} that finished while no coordinator watched: "
+                 + _statuses(adopted.values()) + " (not trained again)")
         missing = []
         if fill:
             grown = plan.grow_for_searches(store_path, sweeps)  # lrs past a grid that a search wants now
@@ -181,11 +245,18 @@ def _fill(store_path, sweeps, owner, report: FillReport, workers, executor, retr
         if not todo:
             if not busy:
                 break
-            # another coordinator trains these: wait for its results (a search's next round may need them), and
-            # take them over if it dies
-            holders = sorted({str(o) for k, o in others.items() if o is not None})
+            holders = sorted({str(o) for k, o in others.items() if o is not None and k in
+                              {claims.cell_key(c) for c in busy}})
+            if detach:
+                echo(f"{_runs(len(busy))} queued or running elsewhere ({_holders(holders)}): not waited for "
+                     "(--detach)")
+                report.elsewhere -= set(busy)
+                break
+            # another coordinator or cluster job trains these: wait for its results (a search's next round may need
+            # them), and take them over if it dies
             if waited_for != len(busy):
-                echo(f"waiting for {_runs(len(busy))} that another coordinator is training ({', '.join(holders)})")
+                echo(f"waiting for {_runs(len(busy))} that another coordinator or cluster job is training "
+                     f"({_holders(holders)})")
                 waited_for = len(busy)
             time.sleep(pause)
             pause = min(2 * pause, POLL_SECONDS[1])
@@ -193,8 +264,10 @@ def _fill(store_path, sweeps, owner, report: FillReport, workers, executor, retr
         waited_for = None
         tasks = _tasks(store_path, todo, workers, device, batch_variants, decide, echo, told)
         claimed_before = report.planned
-        _run_round(store_path, owner, tasks, workers, executor, report, progress, start, todo_codes, tried, echo,
-                   again)
+        _run_round(store_path, owner, tasks, workers, ex, report, progress, start, todo_codes, tried, echo, again,
+                   detach)
+        if detach and report.planned > claimed_before:
+            break  # submitted: the jobs run on without this process (a search's next round waits for their results)
         if report.planned == claimed_before:  # another coordinator took every cell first: look again shortly
             time.sleep(pause)
             pause = min(2 * pause, POLL_SECONDS[1])
@@ -202,6 +275,17 @@ def _fill(store_path, sweeps, owner, report: FillReport, workers, executor, retr
             pause = POLL_SECONDS[0]
     report.elsewhere -= tried
     report.seconds = time.perf_counter() - start
+
+
+def _holders(holders: list) -> str:
+    return ", ".join(holders[:4]) + (f", and {len(holders) - 4} more" if len(holders) > 4 else "")
+
+
+def _statuses(values) -> str:
+    counts: dict = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
 
 
 def _tasks(store_path, todo, workers, device, batch_variants, decide, echo, told: set) -> list[batching.Task]:
@@ -283,55 +367,116 @@ class _Prober:
         return self.cache[key]
 
 
-def _run_round(store_path, owner, tasks: list[batching.Task], workers, executor, report: FillReport, progress,
-               start, todo_codes, tried: set, echo, again: dict) -> None:
+def _run_round(store_path, owner, tasks: list[batching.Task], workers, ex, report: FillReport, progress, start,
+               todo_codes, tried: set, echo, again: dict, detach: bool = False) -> None:
     bar = _progress(sum(_task_tokens(t.configs) for t in tasks), sum(len(t.cells) for t in tasks), progress)
-    tickets: dict = {}  # cell -> claims.Ticket, for the cells this coordinator claimed and has not recorded yet
+    recorder = Recorder(store_path, report, bar, echo, start)
     threads = threads_per_worker(workers)
-
-    def claimed():
-        """The round's tasks, each taken only when a worker is free: its cells claimed just then (those another
-        coordinator finished or holds meanwhile are left out)."""
-        for task in tasks:
-            with store.lock(store_path):
-                got = claims.claim(store_path, owner, task.cells, _still_to_train(store_path, todo_codes, again))
-                redone = [cell for cell in got if cell in again]
-                if redone:  # from now on it is a missing run, being trained: no read uses its old values
-                    store.RunWriter(store_path).write_status([(cell, "missing") for cell in redone])
-            if not got:
-                continue
-            keep = [i for i, cell in enumerate(task.cells) if cell in got]
-            cells, configs = tuple(task.cells[i] for i in keep), tuple(task.configs[i] for i in keep)
-            tickets.update(got)
-            tried.update(cells)
-            report.planned += len(cells)
-            mine = {cell: got[cell] for cell in cells}
-            if len(cells) == 1:
-                yield run_cell, (store_path, cells[0], configs[0], task.family_spec, threads, mine, task.stacked)
-            else:
-                yield run_batch, (store_path, cells, configs, task.family_spec, threads, mine, True)
-
+    claimable = _still_to_train(store_path, todo_codes, again)
     try:
-        with closing(make_executor(executor, workers).run(claimed())) as results:
+        if getattr(ex, "jobs", False):
+            from scalingkit.run import slurm
+
+            slurm.run_round(store_path, tasks, ex, threads, claimable, again, tried, report, recorder, echo, detach,
+                            begin_redo)
+            return
+        tickets: dict = {}  # cell -> claims.Ticket, for the cells this coordinator claimed and has not recorded yet
+
+        def claimed():
+            """The round's tasks, each taken only when a worker is free: its cells claimed just then (those another
+            coordinator finished or holds meanwhile are left out)."""
+            for task in tasks:
+                with store.lock(store_path):
+                    got = claims.claim(store_path, owner, task.cells, claimable)
+                    begin_redo(store_path, [cell for cell in got if cell in again])
+                if not got:
+                    continue
+                keep = [i for i, cell in enumerate(task.cells) if cell in got]
+                cells, configs = tuple(task.cells[i] for i in keep), tuple(task.configs[i] for i in keep)
+                tickets.update(got)
+                tried.update(cells)
+                report.planned += len(cells)
+                mine = {cell: got[cell] for cell in cells}
+                if len(cells) == 1:
+                    yield run_cell, (store_path, cells[0], configs[0], task.family_spec, threads, mine, task.stacked)
+                else:
+                    yield run_batch, (store_path, cells, configs, task.family_spec, threads, mine, True)
+
+        with closing(ex.run(claimed())) as results:
             for result in results:
                 outcomes = result if isinstance(result, list) else [result]
-                recorded = _record(store_path, outcomes, tickets)
+                recorder.record(outcomes, tickets)
                 for outcome in outcomes:
                     tickets.pop(outcome.cell, None)
-                    if outcome.cell not in recorded:
-                        report.lost += 1
-                        continue
-                    report.counts[outcome.status] = report.counts.get(outcome.status, 0) + 1
-                    report.tokens += outcome.tokens_trained
-                    if outcome.status == "failed":
-                        report.failures.append(f"{outcome.cell}: {outcome.message}")
-                        echo(f"run failed: {outcome.cell}: {outcome.message}")
-                    bar.update(outcome.tokens_trained if outcome.status != "failed" else 0)
-                report.seconds = time.perf_counter() - start
-                bar.set_postfix_str(f"runs {sum(report.counts.values())}/{report.planned}, "
-                                    f"{report.tokens / max(report.seconds, 1e-9):,.0f} tok/s", refresh=True)
     finally:
         bar.close()
+
+
+def begin_redo(store_path, cells) -> None:
+    """Runs to train again, just claimed (under the lock): set missing (from now on no read uses their old values,
+    and a kill leaves them missing for the next --fill-missing), their old checksums and checkpoints cleared (nothing
+    adopts or resumes the old run)."""
+    if cells:
+        from scalingkit.store import adopt
+
+        store.RunWriter(store_path).write_status([(cell, "missing") for cell in cells])
+        adopt.clear_checksums(store_path, cells)
+        adopt.remove_checkpoints(store_path, cells)
+
+
+class Recorder:
+    """Records tasks' outcomes as they arrive (the coordinator's only write per task, under the lock: _record),
+    counts them in the report and the progress bar, and removes a task's checkpoint once all its runs are done or
+    diverged (a failed or lost run keeps it, to resume from)."""
+
+    def __init__(self, store_path, report: FillReport, bar, echo, start: float):
+        self.store_path, self.report, self.bar, self.echo, self.start = store_path, report, bar, echo, start
+
+    def record(self, outcomes: list[Outcome], tickets: dict) -> set:
+        from scalingkit.store import adopt
+
+        recorded = _record(self.store_path, outcomes, tickets)
+        report = self.report
+        now = None
+        for outcome in outcomes:
+            if outcome.status == "cancelled":  # its SLURM job was cancelled: left missing, its checkpoint kept
+                report.cancelled += 1
+                continue
+            if outcome.cell not in recorded:
+                if outcome.status in ("done", "diverged", "failed"):  # adopted by a status or train meanwhile?
+                    now = now or _status_now(self.store_path)
+                    if now.get(outcome.cell) != outcome.status:
+                        report.lost += 1
+                        continue
+                else:
+                    report.lost += 1
+                    continue
+            report.counts[outcome.status] = report.counts.get(outcome.status, 0) + 1
+            report.tokens += outcome.tokens_trained
+            report.already += bool(outcome.already)
+            report.resumed += bool(outcome.resumed_at)
+            if outcome.status == "failed":
+                report.failures.append(f"{outcome.cell}: {outcome.message}")
+                self.echo(f"run failed: {outcome.cell}: {outcome.message}")
+            self.bar.update(outcome.tokens_trained if outcome.status != "failed" else 0)
+        if outcomes and all(o.status in ("done", "diverged") for o in outcomes):
+            adopt.remove_checkpoints(self.store_path, [o.cell for o in outcomes])
+        report.seconds = time.perf_counter() - self.start
+        self.bar.set_postfix_str(f"runs {sum(report.counts.values())}/{report.planned - report.submitted}, "
+                                 f"{report.tokens / max(report.seconds, 1e-9):,.0f} tok/s", refresh=True)
+        return recorded
+
+
+def _status_now(store_path) -> dict:
+    """{Cell: status} of every run, read now (rarely: only for outcomes whose claims were gone)."""
+    import numpy as np
+
+    coords, codes = store.read_status(store_path)
+    out = {}
+    for pos in np.argwhere(codes != store.STATUS_CODE["missing"]):
+        cell = store.Cell(*(_plain(coords[d][i]) for d, i in zip(store.RUN_DIMS, pos)))
+        out[cell] = store.STATUS[int(codes[tuple(pos)])]
+    return out
 
 
 def _still_to_train(store_path, todo_codes, again=()):
@@ -354,12 +499,12 @@ def _task_tokens(configs) -> int:
 
 
 def _record(store_path: str, outcomes: list[Outcome], tickets: dict) -> set:
-    """The coordinator's only write per task, under the lock: the status codes of its runs whose claims it still
-    holds (a claim taken over meanwhile is the new holder's to record), then it releases them. Returns the cells
-    recorded."""
+    """The coordinator's only write per task, under the lock: the status codes of its runs whose claims are still
+    its own (a claim taken over meanwhile is the new holder's to record; a claim of a job that has ended is still
+    its submitter's to record while nobody took it over), then it releases them. Returns the cells recorded."""
     with store.lock(store_path):
-        mine = [o for o in outcomes if o.status != "lost" and o.cell in tickets
-                and claims.holds(store_path, o.cell, tickets[o.cell])]
+        mine = [o for o in outcomes if o.status in ("done", "diverged", "failed") and o.cell in tickets
+                and claims.holds(store_path, o.cell, tickets[o.cell], alive=False)]
         if mine:
             writer = store.RunWriter(store_path)
             writer.write_status([(outcome.cell, outcome.status) for outcome in mine])

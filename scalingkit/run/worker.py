@@ -1,14 +1,22 @@
-"""What one worker process does for one cell or one batch of cells: build the family, train, write each cell's
-own region of the cube, its checksum last (read back first: a write that did not land fails the run).
+"""What one worker does for one cell or one batch of cells, in a local process, a dask task or a SLURM job: build the
+family, train (resuming from the task's checkpoint if a killed, preempted or requeued attempt left one), write each
+cell's own region of the cube, its checksum last (read back first: a write that did not land fails the run).
 
 A worker never writes `status`: it returns the outcome and the coordinator records it under the store lock, so a
 worker killed at any moment leaves its cell `missing` (at worst with a partial curve that the re-run overwrites).
-It writes a cell only while its coordinator's claim on it is current (claims.guard, checked under the lock before
-every write, partial curves included): a worker whose coordinator died, or whose claim was taken over, never
-writes again, and reports the cell `lost`.
+It writes a cell only while its claim on it is current (claims.guard, checked under the lock before every write,
+partial curves included): a worker whose coordinator died, or whose claim was taken over, never writes again, and
+reports the cell `lost`. Each start enters the claims with a fresh attempt (claims.enter), so that an earlier
+attempt of the same task (a dask task run again elsewhere, a requeued job) cannot write either. A cell already
+finished (its checksum verifies: an earlier attempt wrote everything and nobody recorded it) is not trained again.
+
+Checkpoints: every `checkpoint_minutes` of training the task saves store/checkpoints/<first cell>.pt (model,
+optimiser, data streams, partial curves: train/checkpoint.py); a new attempt resumes from it and ends with the
+uninterrupted run's curve (bit for bit on the CPU). The coordinator removes it once the task's runs are recorded.
 """
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -19,10 +27,12 @@ from scalingkit.store import Cell
 @dataclass
 class Outcome:
     cell: Cell
-    status: str  # done | diverged | failed | lost (the claim was gone: nothing written, nothing to record)
+    status: str  # done | diverged | failed | lost (the claim was gone: nothing written) | cancelled (its SLURM job)
     message: str
     tokens_trained: int
     wall_seconds: float
+    resumed_at: tuple = ()  # steps at which training went on from a checkpoint (none: trained in one go)
+    already: bool = False  # finished by an earlier attempt (its checksum verifies): recorded, not trained again
 
 
 def set_threads(threads: int) -> None:
@@ -40,30 +50,66 @@ def run_cell(store_path: str, cell: Cell, config, family_spec: dict, threads: in
 
 
 def run_batch(store_path: str, cells, configs, family_spec: dict, threads: int, tickets: dict,
-              stacked: bool | None = None) -> list[Outcome]:
+              stacked: bool | None = None, on_checkpoint=None) -> list[Outcome]:
     """Train cells of one shape (differing only in lr and seed) and write each into its own region, exactly as
-    run_cell writes a single run. tickets: cell -> claims.Ticket, the coordinator's claims. stacked: train with the
-    batched engine (batched.train_batch), even a single cell, so that a shape batched once keeps the batched engine's
-    numbers (they differ from engine.train's in the last digits and do not depend on the stack's size); default:
-    stacked when there are several cells. Never raises: if the batch fails, every cell's Outcome is 'failed'."""
-    from scalingkit.families import build_family
-    from scalingkit.store import RunWriter, claims
-    from scalingkit.train import engine
+    run_cell writes a single run. tickets: cell -> claims.Ticket, the claims this task was given. stacked: train with
+    the batched engine (batched.train_batch), even a single cell, so that a shape batched once keeps the batched
+    engine's numbers (they differ from engine.train's in the last digits and do not depend on the stack's size);
+    default: stacked when there are several cells. on_checkpoint(spec): called with the task's CheckpointSpec before
+    training (a SLURM job keeps it to request a save when it is preempted). Never raises: if the batch fails, every
+    cell's Outcome is 'failed'."""
+    from scalingkit.store import adopt, claims
 
     stacked = len(cells) > 1 if stacked is None else stacked
     start = time.perf_counter()
+    try:
+        mine = claims.enter(store_path, tickets)
+        done = adopt.finished(store_path, [cell for cell in cells if cell in mine])
+    except Exception as exc:  # noqa: BLE001 - the store could not be read: every cell fails, with the reason
+        return _failed(cells, exc, start)
+    out: dict = {}
+    for cell in cells:
+        if cell not in mine:
+            out[cell] = Outcome(cell, "lost", "its claim was gone: not trained", 0, 0.0)
+        elif cell in done:
+            out[cell] = Outcome(cell, done[cell], "already finished (its checksum verifies): not trained again", 0,
+                                0.0, already=True)
+    todo = [i for i, cell in enumerate(cells) if cell not in out]
+    if todo:
+        trained = _train(store_path, tuple(cells[i] for i in todo), tuple(configs[i] for i in todo), family_spec,
+                         threads, mine, stacked, on_checkpoint, start)
+        out.update((o.cell, o) for o in trained)
+    return [out[cell] for cell in cells]
+
+
+def _train(store_path, cells, configs, family_spec, threads, tickets, stacked, on_checkpoint, start) -> list:
+    from scalingkit.families import build_family
+    from scalingkit.store import RunWriter, adopt, claims
+    from scalingkit.train import engine
+
     lost: set[int] = set()
     try:
         set_threads(threads)
         family = build_family(cells[0].family, family_spec)
         writer = RunWriter(store_path, guard=claims.guard(store_path, tickets))
         partial = _PartialSaver(writer, cells, configs[0].settings.checkpoint_seconds, lost)
+        every = configs[0].settings.checkpoint_minutes * 60.0
+        checkpoint = None
+        if every > 0:
+            from scalingkit.train.checkpoint import CheckpointSpec
+
+            checkpoint = CheckpointSpec(adopt.checkpoint_path(store_path, cells[0]), every)
+            if on_checkpoint is not None:
+                on_checkpoint(checkpoint)
         if not stacked:
-            results = [engine.train(configs[0], family, on_point=lambda r: partial(0, r))]
+            results = [engine.train(configs[0], family, on_point=lambda r: partial(0, r), checkpoint=checkpoint)]
         else:
             from scalingkit.train.batched import train_batch
 
-            results = train_batch(list(configs), family, on_point=partial)
+            results = train_batch(list(configs), family, on_point=partial, checkpoint=checkpoint)
+        if results and results[0].resumed_at:
+            print(f"resumed {cells[0]}{' (a batch of %d)' % len(cells) if len(cells) > 1 else ''} from its "
+                  f"checkpoint at step {', '.join(map(str, results[0].resumed_at))}", file=sys.stderr, flush=True)
         outcomes = []
         for i, (cell, config, result) in enumerate(zip(cells, configs, results)):
             seconds = time.perf_counter() - start if len(cells) == 1 else result.wall_seconds  # a batch: its share
@@ -74,17 +120,22 @@ def run_batch(store_path: str, cells, configs, family_spec: dict, threads: int, 
             except claims.ClaimLost:
                 outcomes.append(Outcome(cell, "lost", "its claim was gone: not written", 0, seconds))
                 continue
-            outcomes.append(Outcome(cell, result.status, result.message, tokens, seconds))
+            outcomes.append(Outcome(cell, result.status, result.message, tokens, seconds,
+                                    tuple(result.resumed_at)))
         return outcomes
     except _AllLost:
         seconds = (time.perf_counter() - start) / len(cells)
         return [Outcome(cell, "lost", "its claim was gone: training stopped", 0, seconds) for cell in cells]
     except Exception as exc:  # noqa: BLE001 - a failed run is data, not a crash of the sweep
-        last = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-        where = f" ({last.filename.rsplit('/', 1)[-1]}:{last.lineno})" if last else ""
-        message = f"{type(exc).__name__}: {exc}{where}"
-        seconds = (time.perf_counter() - start) / len(cells)
-        return [Outcome(cell, "failed", message, 0, seconds) for cell in cells]
+        return _failed(cells, exc, start)
+
+
+def _failed(cells, exc: Exception, start: float) -> list[Outcome]:
+    last = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" ({last.filename.rsplit('/', 1)[-1]}:{last.lineno})" if last else ""
+    message = f"{type(exc).__name__}: {exc}{where}"
+    seconds = (time.perf_counter() - start) / len(cells)
+    return [Outcome(cell, "failed", message, 0, seconds) for cell in cells]
 
 
 class _AllLost(Exception):

@@ -100,6 +100,9 @@ def _check_compatible(path, old: dict, sweep: Sweep, families: dict) -> None:
     from scalingkit.config import TrainSettings
 
     a, b = {**TrainSettings().to_dict(), **old.get("training", {})}, sweep.settings.to_dict()
+    for cadence in ("checkpoint_seconds", "checkpoint_minutes"):  # how often a run saves: never its results
+        a.pop(cadence, None)
+        b.pop(cadence, None)
     if a != b:
         key = next(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
         raise UserError(f"sweep {sweep.name!r} trains with {key} = {b.get(key)!r} but the store at {path} was filled "

@@ -19,6 +19,9 @@
     [lr_search]                 # optional: search the lr grid per (family, param, N, D) (lrsearch.py)
     start = [3e-3]
     beyond = 2                  # and up to 2 steps past each end of it (the default), by the grid's ratio there
+    [executor]                  # optional: where `train` runs it, a cluster profile (the flags override it)
+    kind = "slurm"              # local | slurm | dask; then that executor's settings (run/executors.py)
+    partition = "gpu"
 
 Validation names the bad key in a one-line UserError. A store keeps every sweep it was filled from, so
 `train --fill-missing` without a sweep re-plans from them.
@@ -37,7 +40,7 @@ from scalingkit.model.counts import check_shape, nonembedding_params, total_para
 from scalingkit.store import Cell
 from scalingkit.sweep import lrsearch
 
-TOP_KEYS = {"name", "description", "families", "grid", "training", "lr_search"}
+TOP_KEYS = {"name", "description", "families", "grid", "training", "lr_search", "executor"}
 GRID_KEYS = {"params": str, "layers": int, "widths": int, "tokens": int, "lrs": float, "seeds": int}
 SETTING_KEYS = {f.name: f.type for f in fields(TrainSettings)}
 LR_RANGE = (1e-9, 1e3)  # Adam's peak learning rate: below, a run's updates vanish in float32; above, it blows up
@@ -54,6 +57,8 @@ class Sweep:
     # {"start": [...], "max_rounds": n, "beyond": k, optional "lr_min", "lr_max"} (lrsearch.validate); None: train
     # the whole lr grid
     lr_search: dict | None = None
+    # the [executor] table: where `train` runs it unless the command line says otherwise (run/executors.py)
+    executor: dict | None = None
 
     @property
     def shapes(self) -> dict:
@@ -120,7 +125,11 @@ def from_table(table: dict, default_name: str = "sweep", check_families: bool = 
         source["lr_search"] = lr_search
     if "description" in table:
         source["description"] = str(table["description"])
-    sweep = Sweep(name=name, families=families, grid=grid, settings=settings, source=source, lr_search=lr_search)
+    executor = _validate_executor(table.get("executor"), where)
+    if executor is not None:
+        source["executor"] = executor
+    sweep = Sweep(name=name, families=families, grid=grid, settings=settings, source=source, lr_search=lr_search,
+                  executor=executor)
     _check_buildable(sweep, where, check_families)
     return sweep
 
@@ -206,6 +215,39 @@ def _validate_settings(training: dict, where: str) -> TrainSettings:
     check_settings(settings, where)  # every value in its range: finite, positive where it must be
     check_shape(1, settings.mup_base_width)
     return settings
+
+
+EXECUTOR_KEYS = {"kind": str, "workers": int, "partition": str, "gpus_per_task": int, "cpus_per_task": int,
+                 "mem": str, "time": (str, int), "array_parallelism": int, "slurm_options": dict, "scheduler": str}
+
+
+def _validate_executor(table, where: str) -> dict | None:
+    """The optional [executor] table: a cluster profile (kind = "local" | "slurm" | "dask", and that executor's
+    settings, as the train command's flags name them). Flags override it; run/executors.py checks the rest."""
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise UserError(f"{where}: [executor] must be a table")
+    unknown = set(table) - set(EXECUTOR_KEYS)
+    if unknown:
+        raise UserError(f"{where}: unknown key executor.{sorted(unknown)[0]} (allowed: {', '.join(EXECUTOR_KEYS)})")
+    out = {}
+    for key, value in table.items():
+        typ = EXECUTOR_KEYS[key]
+        if isinstance(value, bool) or not isinstance(value, typ):
+            names = "/".join(t.__name__ for t in typ) if isinstance(typ, tuple) else typ.__name__
+            raise UserError(f"{where}: executor.{key} = {value!r} is not a {names}")
+        if typ is int and value < (0 if key == "workers" else 1):
+            raise UserError(f"{where}: executor.{key} must be at least {0 if key == 'workers' else 1}")
+        if key == "slurm_options":
+            bad = [k for k, v in value.items() if isinstance(v, (dict, list))]
+            if bad:
+                raise UserError(f"{where}: executor.slurm_options.{bad[0]} must be a plain value")
+            value = {str(k): v for k, v in value.items()}
+        out[key] = value
+    if out.get("kind", "local") not in ("local", "slurm", "dask"):
+        raise UserError(f"{where}: executor.kind must be local, slurm or dask, got {out['kind']!r}")
+    return out
 
 
 def _check_buildable(sweep: Sweep, where: str, check_families: bool) -> None:
