@@ -48,8 +48,21 @@ def at_fitting_bound(result, name: str) -> bool:
     return touches(value) or (iv is not None and (touches(iv[0]) or touches(iv[1])))
 
 
+def _excess(r) -> dict:
+    """The slice's excess-loss fit (log(L - floor) against log x: fit/excess.py), where the floor is exact."""
+    e = r.diagnostics.get("excess") or {}
+    return e if e.get("alpha") is not None and math.isfinite(e.get("alpha", math.nan)) else {}
+
+
+def _excess_ratio(e: dict) -> float:
+    p, x = e.get("mse_log_power", math.nan), e.get("mse_log_exp", math.nan)
+    return p / x if x and math.isfinite(p) and math.isfinite(x) and x > 0 else math.nan
+
+
 def slices_table(collection) -> str:
-    """The 1-d fits of a table: per group and axis, one line per slice and the exponents' summary."""
+    """The 1-d fits of a table: per group and axis, one line per slice and the exponents' summary. Where the floor
+    is exact, each slice also shows the excess-loss fit: the exponent of L - floor (a straight line in log-log, the
+    offset fixed at the floor) and its MSE against the exponential in the same space."""
     blocks = defaultdict(list)
     for r in collection.results:
         blocks[(_group_label(r.provenance.get("group", {})), r.provenance.get("axis", "x"))].append(r)
@@ -64,29 +77,40 @@ def slices_table(collection) -> str:
         head += f"  {loss} loss" if loss else ""
         floor = _floor_text(first)
         lines.append(head + (f"  {floor}" if floor else ""))
-        lines.append(f"  {FIXED.get(axis, 'fixed'):>10}  {offset + ' [95%]':<26} {exponent + ' [95%]':<26} "
-                     f"{'LOO pow/exp':>11}  verdict")
-        exps, unresolved = [], 0
+        with_excess = any(_excess(r) for r in results)
+        lines.append(f"  {FIXED.get(axis, 'fixed'):>9}  {offset + ' [95%]':<22} {exponent + ' [95%]':<21} "
+                     f"{'LOO p/e':>7}  {'verdict':<22}" + (f"  {'L-floor: ' + exponent + ' [95%]':<24} MSE p/e"
+                                                          if with_excess else ""))
+        exps, unresolved, excess_ratios = [], 0, []
         for r in results:
             fixed = r.provenance.get("fixed", {})
             where = num(next(iter(fixed.values()), math.nan), 3)
             if not r.converged:
-                lines.append(f"  {where:>10}  failed: {r.failure}")
+                lines.append(f"  {where:>9}  failed: {r.failure}")
                 continue
             v = r.diagnostics.get("verdict") or {}
             ratio = v.get("cv_ratio_power_vs_exp", r.diagnostics.get("mse_ratio_power_vs_exp"))
             call = v.get("verdict", "")
             if r.diagnostics.get("at_bound") and offset in r.diagnostics["at_bound"]:
-                call += " (offset at floor)"
+                call += " (E=floor)"
             notes += len(r.diagnostics.get("notes", []))
+            e = _excess(r)
+            tail = ""
+            if with_excess:
+                if e:
+                    iv = e.get("interval") or (math.nan, math.nan)
+                    excess_ratios.append(_excess_ratio(e))
+                    tail = f"  {num(e['alpha'], 3) + f' [{num(iv[0], 3)}, {num(iv[1], 3)}]':<24} {num(excess_ratios[-1], 3)}"
+                else:
+                    tail = "  -"
             if at_fitting_bound(r, exponent):
                 # an exponent on (or with an interval reaching) its fitting bound is not an estimate: say so
                 unresolved += 1
-                lines.append(f"  {where:>10}  {with_interval(r, offset):<26} {'not resolved (bound)':<26} "
-                             f"{num(ratio, 3):>11}  {call}")
+                lines.append(f"  {where:>9}  {with_interval(r, offset):<22} {'not resolved (bound)':<21} "
+                             f"{num(ratio, 3):>7}  {call:<22}{tail}")
                 continue
-            lines.append(f"  {where:>10}  {with_interval(r, offset):<26} {with_interval(r, exponent, 3):<26} "
-                         f"{num(ratio, 3):>11}  {call}")
+            lines.append(f"  {where:>9}  {with_interval(r, offset):<22} {with_interval(r, exponent, 3):<21} "
+                         f"{num(ratio, 3):>7}  {call:<22}{tail}")
             exps.append(r.params[exponent])
         if exps:
             mean = sum(exps) / len(exps)
@@ -96,9 +120,15 @@ def slices_table(collection) -> str:
         elif unresolved:
             lines.append(f"  {exponent}: not resolved at this size ({unresolved} slices reach the exponent's fitting "
                          "bound): the loss hardly changes along this axis over the sampled range")
+        finite = sorted(x for x in excess_ratios if math.isfinite(x))
+        if finite:
+            ahead = sum(x < 1 for x in finite)
+            median = finite[len(finite) // 2] if len(finite) % 2 else 0.5 * sum(finite[len(finite) // 2 - 1:][:2])
+            lines.append(f"  L - floor: power law ahead of the exponential in {ahead} of {len(finite)} slices "
+                         f"(median MSE ratio {num(median, 3)}; the offset fixed at the exact floor)")
     counts = collection.verdict_counts()
     if counts:
-        lines.append("slices by verdict: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        lines.append("slices by verdict (offset fitted): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     skipped = collection.summary.get("skipped")
     if skipped:
         lines.append(f"skipped: {skipped}")
