@@ -22,3 +22,19 @@ def test_a_flat_axis_is_reported_unresolved_and_a_power_law_axis_with_its_expone
     assert unresolved and n_block.count("not resolved (bound)") == len(unresolved)
     d_block = text.split("L(D) at fixed N")[1]
     assert "beta: mean 0.799" in d_block and "not resolved" not in d_block
+
+
+def test_with_an_exact_floor_each_slice_shows_its_excess_loss_fit_and_the_count_says_which_form_is_ahead():
+    rng = np.random.default_rng(1)
+    floor = 1.5
+    rows = [{"family": "f", "param": "sp", "N": n, "D": d,
+             "loss": floor + 2e3 * d**-0.9 * (1 + 0.01 * rng.standard_normal())}
+            for n in (1e4, 2e4, 4e4) for d in (5e4, 1e5, 2e5, 4e5, 8e5)]
+    coll = fit_slices(pd.DataFrame(rows), "powerlaw", floors={"f": (floor, "exact")}, bootstrap=100, seed=0)
+    text = slices_table(coll)
+    d_block = text.split("L(D) at fixed N")[1]
+    assert "L-floor: beta [95%]" in d_block
+    assert "L - floor: power law ahead of the exponential in 3 of 3 slices" in d_block
+    # the excess exponents printed are the fits' own, near the true 0.9
+    excess = [r.diagnostics["excess"]["alpha"] for r in coll.results if r.provenance["axis"] == "D"]
+    assert all(abs(a - 0.9) < 0.1 for a in excess) and all(f"{a:.3g}" in d_block for a in excess)
