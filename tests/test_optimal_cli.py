@@ -87,11 +87,12 @@ def test_bad_csv_input_is_a_one_line_error(tmp_path, extra, message):
     assert message in err
 
 
-def test_too_little_data_fails_every_method_without_a_traceback(tmp_path):
+def test_too_little_data_is_refused_before_any_method_runs(tmp_path):
+    # two runs cannot identify an allocation: refused in one line (exit 2) rather than every method failing after
+    # it ran (issue #14: data that cannot identify a law gets a clear error, never confident exponents)
     csv = tmp_path / "runs.csv"
     csv.write_text("params,tokens,loss\n1e6,1e8,3.0\n2e6,1e8,2.9\n")
     proc = run_cli("optimal", "--csv", csv, "--n-col", "params", "--d-col", "tokens", "--out", tmp_path,
                    "--no-figures")
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "every method failed" in proc.stderr
-    assert "FAILED" in proc.stdout
+    assert "not identifiable: 2 distinct N" in one_line_error(proc)
+    assert not list(tmp_path.glob("optimal-*.json"))  # nothing saved

@@ -173,6 +173,20 @@ def _expr_settings(form, expr, guess, bounds, fixed, starts) -> dict:
     return {k: v for k, v in settings.items() if v is not None}
 
 
+def _check_outputs(out_dir, store_path, figures: bool) -> Path:
+    """The folder results go to (and figures/ beside it) can be written, before any fitting: a file where a folder
+    goes or a read-only place fails now, in one line, not after the fits."""
+    from scalingkit.cli import checks
+    from scalingkit.fit.results import default_out_dir
+
+    folder = Path(out_dir) if out_dir else default_out_dir(store_path)
+    flag = "--out" if out_dir else "the results folder (fits/ beside the store; --out DIR moves it)"
+    checks.output_folder(folder, flag)
+    if figures and folder.name == "fits":
+        checks.output_folder(folder.parent / "figures", "the figures folder (figures/ beside fits/; --no-figures)")
+    return folder
+
+
 def _emit(results, as_json, out_dir, verbose=True):
     from scalingkit.cli import summaries
     from scalingkit.fit.results import FitCollection, save_result
@@ -227,11 +241,17 @@ def fit(form, family, param, n_convention, loss_kind, store_path, csv_path, n_co
       scalingkit fit --form expr --expr "E + A*N**-alpha + B*D**-beta" \\
         --guess E=1.7,A=400,B=400,alpha=0.3,beta=0.3 --bound alpha=0:2 --csv ...
     """
+    from scalingkit.cli import checks
     from scalingkit.errors import UserError
     from scalingkit.fit import table
     from scalingkit.fit.registry import ONE_D, estimator_class
-    from scalingkit.fit.results import default_out_dir
 
+    checks.seed(seed)
+    checks.workers(workers)
+    checks.draws(bootstrap, "--bootstrap")
+    budget = checks.budgets([budget], "--budget")[0] if budget is not None else None
+    checks.at_most(starts, 10_000, "--starts", "each start is a least-squares solve from a jittered guess; the "
+                   "default is 8")
     cls = estimator_class(form)  # before reading data: an unavailable form fails fast
     law = _expr_settings(form, expr, guess, bounds, fixed, starts)
     checked = cls(**law) if form == "expr" else None  # a bad expression fails fast too
@@ -239,10 +259,11 @@ def fit(form, family, param, n_convention, loss_kind, store_path, csv_path, n_co
         raise UserError(f"--offset floor fixes the offset of powerlaw, exponential and chinchilla, not {form}")
     if offset == "floor" and csv_path:
         raise UserError("--offset floor needs the cube's exact loss floors; a CSV has none")
+    out_dir = _check_outputs(out_dir, store_path, not no_figures)
     df, group_cols = load_table(csv_path, store_path, family, param, n_convention, n_col, d_col, c_col,
                                 loss_col, group_cols, drop_top, loss_kind)
+    checks.draws(bootstrap, "--bootstrap", rows=len(df), per_draw=8)
     floors = _floors(csv_path, store_path)
-    out_dir = Path(out_dir) if out_dir else default_out_dir(store_path)
     source = _source(csv_path, store_path, n_col, d_col, c_col, loss_col, group_cols if csv_path else (), drop_top,
                      n_convention, family, param)
     if form in ONE_D:
@@ -261,7 +282,8 @@ def fit(form, family, param, n_convention, loss_kind, store_path, csv_path, n_co
             raise click.ClickException(f"every {form} fit failed (see the diagnostics above)")
         return
     min_points = getattr(checked or cls, "min_points", 1)  # an expression's: its free parameters plus one
-    table.require_points(df, form, min_points, two_d=checked is None)
+    variables = checked.variables if checked is not None else None  # the columns the law uses
+    table.require_points(df, form, min_points, two_d=checked is None, variables=variables)
     if checked is not None:
         absent = [v for v in checked.variables if v not in df]
         if absent:
@@ -272,7 +294,7 @@ def fit(form, family, param, n_convention, loss_kind, store_path, csv_path, n_co
     settings.update(law)
     results = []
     for label, g in _groups(df, group_cols):
-        table.require_points(g, f"{form} [{label}]" if label else form, min_points, checked is None)
+        table.require_points(g, f"{form} [{label}]" if label else form, min_points, checked is None, variables)
         group_settings = dict(settings)
         floor, kind = floors.get(str(g["family"].iloc[0]), (None, "unknown")) if "family" in g else (None, "")
         if form == "chinchilla" and kind == "exact":  # E can never be below an exact floor: bound (or fix) it
@@ -304,12 +326,16 @@ def fit(form, family, param, n_convention, loss_kind, store_path, csv_path, n_co
 def compare(forms, splits, family, param, n_convention, loss_kind, store_path, csv_path, n_col, d_col, c_col,
             loss_col, group_cols, drop_top, seed, as_json, out_dir, workers):
     """Put 2-d forms side by side: mean train and validation MSE over random 80/20 splits."""
+    from scalingkit.cli import checks
     from scalingkit.errors import UserError
     from scalingkit.fit import table
     from scalingkit.fit.provenance import data_hash, package_versions
     from scalingkit.fit.registry import ONE_D, check_form
-    from scalingkit.fit.results import default_out_dir, save_document
+    from scalingkit.fit.results import save_document
 
+    checks.seed(seed)
+    checks.workers(workers)
+    checks.at_most(splits, 1000, "--splits", "each split refits every form, the MLP for seconds; the default is 20")
     names = [f.strip() for f in forms.split(",") if f.strip()]
     if not names:
         raise UserError("--forms is empty")
@@ -326,9 +352,9 @@ def compare(forms, splits, family, param, n_convention, loss_kind, store_path, c
         if exc.name == "scalingkit.fit.compare":
             raise UserError("the comparison is not available yet (scalingkit.fit.compare is missing)") from None
         raise
+    out_dir = _check_outputs(out_dir, store_path, figures=False)
     df, group_cols = load_table(csv_path, store_path, family, param, n_convention, n_col, d_col, c_col,
                                 loss_col, group_cols, drop_top, loss_kind)
-    out_dir = Path(out_dir) if out_dir else default_out_dir(store_path)
     source = _source(csv_path, store_path, n_col, d_col, c_col, loss_col, group_cols if csv_path else (), drop_top,
                      n_convention, family, param)
     docs, texts = [], []

@@ -1,6 +1,7 @@
 """The `scalingkit` command line: thin click commands that parse, call the library, and print."""
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -51,12 +52,27 @@ def main(argv=None):
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)
         sys.exit(130)
+    except OSError as exc:  # the file system refused a path the user gave (a file where a folder goes, read-only)
+        if os.environ.get("SCALINGKIT_DEBUG") or exc.errno not in FILE_SYSTEM_ERRNOS:
+            _internal(exc)
+        where = f" {exc.filename}" if exc.filename else " a path"
+        click.echo(f"error: cannot use{where}: {exc.strerror or exc}", err=True)
+        sys.exit(2)
     except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
-        if os.environ.get("SCALINGKIT_DEBUG"):
-            raise
-        click.echo(f"internal error: {type(exc).__name__}: {exc} (SCALINGKIT_DEBUG=1 shows the traceback)", err=True)
-        sys.exit(1)
+        _internal(exc)
     sys.exit(0)
+
+
+# errors of the file system about a path: a file where a folder goes, no permission, a read-only or full disk
+FILE_SYSTEM_ERRNOS = {errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EACCES, errno.EPERM, errno.EROFS,
+                      errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.ELOOP}
+
+
+def _internal(exc: Exception):
+    if os.environ.get("SCALINGKIT_DEBUG"):
+        raise exc
+    click.echo(f"internal error: {type(exc).__name__}: {exc} (SCALINGKIT_DEBUG=1 shows the traceback)", err=True)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

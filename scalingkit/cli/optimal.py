@@ -74,12 +74,20 @@ def optimal(methods, family, param, store_path, csv_path, n_col, d_col, c_col, l
       scalingkit optimal --method parametric --csv ../shared/data/chinchilla_epoch.csv \\
         --n-col "Model Size" --c-col "Training FLOP" --loss-col loss --drop-top 5 --budget 5.76e23
     """
+    from scalingkit.cli import checks
     from scalingkit.errors import UserError
     from scalingkit.optimal import from_csv, from_cube, run_methods, save_report
     from scalingkit.optimal.pipeline import methods_from
     from scalingkit.optimal.surrogate import SURROGATES
 
     chosen = methods_from(methods)  # bad names fail before any data is read
+    checks.seed(seed)
+    checks.workers(workers)
+    budgets = checks.budgets(budgets)  # finite and positive: a budget of 0 would drop its rows
+    checks.draws(bootstrap, "--bootstrap")
+    checks.fraction(envelope_min_fraction, "--envelope-min-fraction")
+    checks.at_most(isoflop_slices, 1000, "--isoflop-slices", "budgets to slice the runs at; the default is 8")
+    checks.at_most(mlp_epochs, 1_000_000, "--mlp-epochs", "the MLP stops early long before; the default is 5,000")
     kinds = [k.strip() for k in surrogates.split(",") if k.strip()]
     if "surrogate" in chosen and (not kinds or any(k not in SURROGATES for k in kinds)):
         raise UserError(f"--surrogates takes a comma-separated subset of {', '.join(SURROGATES)}, got {surrogates!r}")
@@ -96,6 +104,13 @@ def optimal(methods, family, param, store_path, csv_path, n_col, d_col, c_col, l
     base = Path(store_path).parent
     results_dir = Path(out_dir) if out_dir else base / "fits"
     figures_dir = Path(out_dir) if out_dir else base / "figures"
+    checks.output_folder(results_dir, "--out" if out_dir else "the results folder (fits/ beside the store; --out)")
+    if not no_figures and figures_dir != results_dir:
+        checks.output_folder(figures_dir, "the figures folder (figures/ beside the store; --out, --no-figures)")
+    rows = max(len(g.table) for g in groups)
+    checks.draws(bootstrap, "--bootstrap", rows=rows, per_draw=16)
+    if "surrogate" in chosen:
+        _check_surrogate_sizes(grid, mlp_hidden, kinds, rows)
     settings = {"bootstrap": bootstrap, "seed": seed, "grid": grid, "surrogates": tuple(kinds),
                 "mlp": {"max_epochs": mlp_epochs, "hidden": mlp_hidden}, "isoflop_slicing": isoflop_slicing,
                 "isoflop_slices": isoflop_slices, "envelope_min_fraction": envelope_min_fraction,
@@ -118,6 +133,18 @@ def optimal(methods, family, param, store_path, csv_path, n_col, d_col, c_col, l
     results = [x for r in reports for x in r.results]
     if results and not any(x.converged for x in results):
         raise click.ClickException(f"every method failed: {results[0].failure}")
+
+
+def _check_surrogate_sizes(grid: int, hidden: int, kinds: list, rows: int) -> None:
+    """The surrogates' grid (grid x grid points on each side of the constraint, each predicted at once: the MLP's
+    hidden layers per point, the kernel's row of weights per point) and the MLP itself must fit in memory."""
+    from scalingkit.config import check_memory
+
+    per_point = 64 + (12 * hidden if "mlp" in kinds else 0) + (8 * rows if "kernel" in kinds else 0)
+    check_memory(grid * grid * per_point, f"--grid {grid:,}: the surrogates' {grid:,} x {grid:,} points")
+    if "mlp" in kinds:
+        check_memory(16 * (hidden * hidden + 4 * hidden) + 16 * rows * hidden,
+                     f"--mlp-hidden {hidden:,}: the MLP surrogate (two hidden layers of {hidden:,})")
 
 
 COMMANDS = [optimal]

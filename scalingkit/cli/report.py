@@ -110,12 +110,30 @@ def report(store_path, out, markdown, fits_dir, n_convention, loss_kind, bootstr
     Example:
       scalingkit report --store store/cube.zarr --out store/report.html --markdown store/report.md
     """
+    from scalingkit.cli import checks
     from scalingkit.errors import UserError
     from scalingkit.fit.compare import DEFAULT_FORMS  # noqa: F401 - the comparison is available
     from scalingkit.fit.registry import ONE_D, check_form
     from scalingkit.optimal.pipeline import methods_from
     from scalingkit.plots.report import ReportSettings, write_report
 
+    # every value checked before anything is computed (a bad budget used to fail after the fits had run)
+    checks.seed(seed)
+    checks.workers(workers)
+    for flag, value in (("--bootstrap", bootstrap), ("--bootstrap-2d", bootstrap_2d),
+                        ("--optimal-bootstrap", optimal_bootstrap)):
+        checks.draws(value, flag)
+    checks.at_most(splits, 1000, "--splits", "each split refits every form, the MLP for seconds; the default is 20")
+    budgets = tuple(checks.budgets(budgets))
+    checks.output_file(Path(out) if out else Path(store_path).parent / "report.html",
+                       "--out" if out else "the report (report.html beside the store; --out FILE)")
+    checks.output_file(markdown, "--markdown")
+    if markdown:
+        md = Path(markdown)
+        checks.output_folder(md.with_name(md.stem + "-figures"), "--markdown (its figures folder)")
+    if not no_compute:
+        checks.output_folder(_fits_dir(store_path, fits_dir), "--fits" if fits_dir else
+                             "the results folder (fits/ beside the store; --fits DIR)")
     form_list = tuple(f.strip() for f in forms.split(",") if f.strip())
     if not form_list:
         raise UserError("--forms is empty")

@@ -175,6 +175,9 @@ def plot(store_path, out_dir, n_convention, no_ranks):
     from scalingkit.plots import curves, exponents
 
     out = Path(out_dir) if out_dir else Path(store_path).parent / "figures"
+    from scalingkit.cli import checks
+
+    checks.output_folder(out, "--out")
     for file in curves.plot_cube(store_path, out, n_convention):
         click.echo(f"wrote {file}")
     if not no_ranks:
@@ -215,6 +218,10 @@ def coord_check(widths, base_width, steps, lr, out):
         ws = [int(w) for w in widths.split(",")]
     except ValueError:
         raise UserError(f"--widths must be comma-separated integers, got {widths!r}") from None
+    from scalingkit.cli import checks
+
+    checks.coord_check(ws, base_width, steps, lr)  # two valid widths that fit, 1 to 1,000 steps, a finite lr
+    checks.output_file(out, "--out")
     results = {p: coordinate_check(p, ws, steps=steps, lr=lr, base_width=base_width) for p in ("sp", "mup")}
     for param, layers in results.items():
         for layer, values in layers.items():

@@ -91,6 +91,11 @@ def fit_slices(table: pd.DataFrame, form: str = "powerlaw", axes=("N", "D"), gro
                 if s[axis].nunique() < cls.min_points or len(s) < cls.min_points:
                     skipped.append(f"L({axis}) at {label or 'all'}: {s[axis].nunique()} distinct {axis}")
                     continue
+                flat = s["loss"].to_numpy(float)
+                if np.ptp(flat) <= 1e-12 * np.max(np.abs(flat)):  # fits E exactly, and any exponent with A = 0
+                    skipped.append(f"L({axis}) at {label or 'all'}: the loss is {flat[0]:.6g} at every {axis} "
+                                   "(not identifiable)")
+                    continue
                 est = cls(names=names, **constraint, **settings)
                 se = s[SE_COLUMN].to_numpy(float) if SE_COLUMN in s.columns else None
                 r = est.fit(s[axis].to_numpy(float), s["loss"].to_numpy(float),
@@ -110,10 +115,17 @@ def fit_slices(table: pd.DataFrame, form: str = "powerlaw", axes=("N", "D"), gro
                 gl = _group_label(keys)
                 summary[f"{names[2]} over {other}" + (f" [{gl}]" if gl else "")] = _summary(fitted, names[2])
     if not results:
-        raise UserError(f"too few points for {form}: no slice has {cls.min_points} distinct values "
+        flat = sum("not identifiable" in line for line in skipped)
+        why = (f"no slice has {cls.min_points} distinct values" if not flat else
+               "no slice can identify a law" if flat == len(skipped) else
+               f"no slice has {cls.min_points} distinct values and a loss that varies")
+        raise UserError(f"{'not identifiable' if flat == len(skipped) else 'too few points'} for {form}: {why} "
                         f"({'; '.join(skipped[:3])}{'; ...' if len(skipped) > 3 else ''})")
     if skipped:
-        summary["skipped"] = f"{len(skipped)} slice(s) with fewer than {cls.min_points} points"
+        flat = sum("not identifiable" in line for line in skipped)
+        summary["skipped"] = (f"{len(skipped) - flat} slice(s) with fewer than {cls.min_points} points" if not flat
+                              else f"{len(skipped)} slice(s): {len(skipped) - flat} with fewer than "
+                                   f"{cls.min_points} points, {flat} with a constant loss (not identifiable)")
     if any("verdict" in r.diagnostics for r in results):
         summary["verdict rule"] = RULE
     note_floors(results, floors)  # offsets below an estimated floor (or, unbounded, an exact one) get notes

@@ -54,6 +54,11 @@ def read_csv_table(path, *, n_col=None, d_col=None, c_col=None, loss_col="loss",
         out["D"] = out.pop("C") / (6.0 * out["N"])
     names = {"N": n_col, "D": d_col or (f"{c_col}/6N" if c_col else None), "loss": loss_col}
     validate(out, names)
+    repeated = out.duplicated(keep="first").to_numpy()
+    if repeated.any():
+        raise UserError(f"row(s) {_rows(repeated)} of {path.name} repeat an earlier row exactly (same "
+                        f"{', '.join(repr(c) for c in [*group_cols, *wanted.values()])}): a run listed twice counts "
+                        "twice in every fit and bootstrap over runs, which narrows the intervals; remove the copies")
     return drop_highest(out, drop_top)
 
 
@@ -86,11 +91,37 @@ def drop_highest(df: pd.DataFrame, k: int) -> pd.DataFrame:
     return df[keep].reset_index(drop=True)
 
 
-def require_points(df: pd.DataFrame, form: str, min_points: int, two_d: bool) -> None:
-    """Too few points or a missing axis for `form` -> one-line error."""
+def require_points(df: pd.DataFrame, form: str, min_points: int, two_d: bool, variables=None) -> None:
+    """A missing axis, too few distinct points or a table that cannot identify `form`'s law -> one-line error.
+    variables: the columns the law uses (default N and D where present)."""
     if two_d:
         missing = [c for c in ("N", "D") if c not in df]
         if missing:
             raise UserError(f"the {form} form needs N and D (give --n-col and --d-col or --c-col)")
     if len(df) < min_points:
         raise UserError(f"too few points for {form}: {len(df)} row(s), need at least {min_points}")
+    check_identifiable(df, form, variables, min_points)
+
+
+MIN_DISTINCT = 3  # distinct values a variable needs: two give one difference, not an amplitude and an exponent
+
+
+def check_identifiable(df: pd.DataFrame, what: str, variables=None, min_points: int = 0) -> None:
+    """A UserError where the table cannot identify a law, instead of confident exponents fitted to nothing: a loss
+    that is the same in every row; fewer than MIN_DISTINCT distinct values of a variable the law uses (one N, one D);
+    fewer distinct points than the law needs (`min_points`: its free parameters plus one; repeated rows add none)."""
+    loss = df["loss"].to_numpy(dtype=float)
+    if len(loss) >= 2 and np.ptp(loss) <= 1e-12 * np.max(np.abs(loss)):
+        raise UserError(f"{what}: not identifiable: the loss is {loss[0]:.6g} in every one of the {len(loss)} rows "
+                        "(a constant loss fixes no exponent or amplitude)")
+    cols = [c for c in (("N", "D") if variables is None else variables) if c in df]
+    for c in cols:
+        values = np.unique(df[c].to_numpy(dtype=float))
+        if len(values) < MIN_DISTINCT:
+            shown = ", ".join(f"{v:.4g}" for v in values)
+            raise UserError(f"{what}: not identifiable: {len(values)} distinct {c} ({shown}); a law in {c} needs at "
+                            f"least {MIN_DISTINCT} to tell its amplitude from its exponent")
+    points = len(df.drop_duplicates(cols)) if cols else len(df)
+    if points < min_points:
+        raise UserError(f"{what}: not identifiable: {points} distinct ({', '.join(cols)}) point(s) for a law that "
+                        f"needs at least {min_points} (its free parameters plus one; repeated points add none)")

@@ -101,7 +101,17 @@ def from_cube(path, family=None, param=None, n_convention="total", flops="6nd", 
                                "loss_floor": floor, "loss_floor_kind": floor_kind}))
     if not out:
         raise UserError(f"the cube at {path} has no finished runs")
+    for inputs in out:
+        check_inputs(inputs)
     return out
+
+
+def check_inputs(inputs: Inputs) -> None:
+    """A group whose table cannot identify a compute-optimal allocation (a constant loss, fewer than 3 distinct N
+    or D) is refused in one line, rather than given confident exponents (fit/table.check_identifiable)."""
+    from scalingkit.fit.table import check_identifiable
+
+    check_identifiable(inputs.table, f"compute-optimal [{inputs.label}]", ("N", "D"))
 
 
 def _curves(sub, n_by_N: np.ndarray, flops: str, kind: str = "sampled") -> Curves | None:
@@ -139,6 +149,8 @@ def from_csv(path, *, n_col=None, d_col=None, c_col=None, loss_col="loss", drop_
     if not n_col or not (d_col or c_col):
         raise UserError("with --csv, say which columns hold N and D (--n-col, and --d-col or --c-col)")
     df = read_csv_table(path, n_col=n_col, d_col=d_col, c_col=c_col, loss_col=loss_col, drop_top=drop_top)
-    return [Inputs(Path(path).stem, df[["N", "D", "loss"]].reset_index(drop=True), None, n_convention, flops,
-                   {"csv": str(path), "n_col": n_col, "d_col": d_col, "c_col": c_col, "loss_col": loss_col,
-                    "drop_top": int(drop_top)})]
+    inputs = Inputs(Path(path).stem, df[["N", "D", "loss"]].reset_index(drop=True), None, n_convention, flops,
+                    {"csv": str(path), "n_col": n_col, "d_col": d_col, "c_col": c_col, "loss_col": loss_col,
+                     "drop_top": int(drop_top)})
+    check_inputs(inputs)
+    return [inputs]

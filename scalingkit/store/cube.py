@@ -68,8 +68,26 @@ def lock(path: str | os.PathLike):
     key = os.path.abspath(str(path)) + ".lock"
     with _LOCKS_GUARD:
         if key not in _LOCKS:
+            _check_lockable(path, key)
             _LOCKS[key] = FileLock(key)
         return _LOCKS[key]
+
+
+def _check_lockable(path, key: str) -> None:
+    """A StoreError, at once, where the lock file cannot be made (its folder is a file, not writable, on a read-only
+    file system): waiting for a lock that can never be taken would wait forever."""
+    folder = Path(key).parent
+    base = folder
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise StoreError(f"store {path}: {base} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(key, os.O_RDWR | os.O_CREAT, 0o644))
+    except OSError as exc:
+        raise StoreError(f"store {path}: cannot create its lock file {key} ({exc.strerror or exc}); training and "
+                         "every change to a store need write access to the folder it is in") from None
 
 
 def finish_interrupted(path) -> str | None:

@@ -32,6 +32,7 @@ FLOOR_RATE = 1e9  # FLOP/s per worker: far below any device (one CPU core: ~1e10
 # this nothing is timed
 RUN_SECONDS = 0.5
 LAUNCHES_PER_LAYER, LAUNCHES_PER_STEP = 30, 20
+WORKER_BYTES = 300 << 20  # a worker process once torch and the engine are imported: 263 MB measured (RSS)
 
 
 @dataclass
@@ -196,6 +197,11 @@ def confirm(store_path, sweep=None, workers=None, device=None, retry_failed: boo
         return None  # no sweep, no store: the runner says so
     if workers is None:
         workers = (getattr(sweep, "executor", None) or {}).get("workers", 1) if sweep is not None else 1
+    if workers and workers > 1:
+        from scalingkit.config import check_memory
+
+        check_memory(workers * WORKER_BYTES, f"--workers {workers:,}: {workers:,} worker processes", "cpu",
+                     why=" (about 300 MB each once torch is loaded, before their models)")
     est = estimate(runs_left(store_path, sweeps, retry_failed), workers, device)
     if est.seconds is None or est.seconds <= THRESHOLD_SECONDS:
         return est
