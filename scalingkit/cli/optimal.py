@@ -140,11 +140,11 @@ def _check_surrogate_sizes(grid: int, hidden: int, kinds: list, rows: int) -> No
     hidden layers per point, the kernel's row of weights per point) and the MLP itself must fit in memory."""
     from scalingkit.config import check_memory
 
-    per_point = 64 + (12 * hidden if "mlp" in kinds else 0) + (8 * rows if "kernel" in kinds else 0)
-    check_memory(grid * grid * per_point, f"--grid {grid:,}: the surrogates' {grid:,} x {grid:,} points")
     if "mlp" in kinds:
         check_memory(16 * (hidden * hidden + 4 * hidden) + 16 * rows * hidden,
                      f"--mlp-hidden {hidden:,}: the MLP surrogate (two hidden layers of {hidden:,})")
+    per_point = 64 + (12 * hidden if "mlp" in kinds else 0) + (8 * rows if "kernel" in kinds else 0)
+    check_memory(grid * grid * per_point, f"--grid {grid:,}: the surrogates' {grid:,} x {grid:,} points")
 
 
 COMMANDS = [optimal]

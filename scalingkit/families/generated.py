@@ -44,6 +44,7 @@ GPU_ROWS = 2048  # on a GPU: a 4096-wide generator needs big batches to be fast 
 
 def build_generated(name: str, spec: dict) -> "GeneratedFamily":
     settings, derived = check_spec(name, spec)
+    _check_size(name, settings)  # before the tokenizer is trained or the corpus read
     tokenizer, corpus_arrays = from_settings(settings, settings["held_out"])
     key = _key(settings, corpus_arrays.meta, tokenizer.fingerprint)
     folder = cache_root() / "generators" / key
@@ -51,26 +52,29 @@ def build_generated(name: str, spec: dict) -> "GeneratedFamily":
         check_shape(settings["layers"], settings["width"])
     except UserError as exc:
         raise UserError(f"family {name!r}: keys 'layers' and 'width': {exc}") from None
-    _check_size(name, settings, tokenizer.vocab_size)
     arrays = cached(folder, lambda tmp: _train_and_sample(tmp, key, name, settings, tokenizer, corpus_arrays))
     family = GeneratedFamily(name, settings, tokenizer, arrays)
     check_derived(name, derived, family.spec() if derived else {})
     return family
 
 
-def _check_size(name: str, settings: dict, vocab: int) -> None:
+def _check_size(name: str, settings: dict) -> None:
     """Refuse, before training anything, a generator or pools that cannot fit in this machine's memory: the
     generator's training (model/counts.training_bytes), its sampled pools (int64, copied once to the cache's dtype)
     and the held-out sequences' next-token table (float32 per position and token)."""
     from scalingkit.config import check_memory
+    from scalingkit.families.tokenizers import GPT2_VOCAB
     from scalingkit.model.counts import training_bytes
+
+    tokenizer = settings["tokenizer"]
+    vocab = GPT2_VOCAB if tokenizer == "gpt2" else int(tokenizer["bpe"])
 
     length = settings["context"] + 1
     parts = {"keys 'layers' and 'width' (the generator's training)":
                  training_bytes(settings["layers"], settings["width"], vocab, settings["batch"] * settings["context"]),
              "key 'pool_tokens' (the sampled pool)": 16 * (settings["pool_tokens"] + length),
              "key 'eval_sequences' (held-out sequences and their next-token table)":
-                 16 * settings["eval_sequences"] * length + 4 * settings["eval_sequences"] * settings["context"] * vocab}
+                 settings["eval_sequences"] * (16 * length + 4 * settings["context"] * vocab)}
     biggest = max(parts, key=parts.get)
     check_memory(sum(parts.values()), f"family {name!r}", "auto", why=f", most of it for {biggest}")
 

@@ -33,6 +33,8 @@ def read_csv_table(path, *, n_col=None, d_col=None, c_col=None, loss_col="loss",
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"cannot read {path} as CSV: {reason}") from None
+    if raw.empty:
+        raise UserError(f"{path} has no rows of data (only a header)")
     if d_col and c_col:
         raise UserError("give either --d-col (tokens) or --c-col (compute, D = C/6N), not both")
     if c_col and not n_col:

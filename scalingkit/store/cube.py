@@ -76,6 +76,8 @@ def lock(path: str | os.PathLike):
 def _check_lockable(path, key: str) -> None:
     """A StoreError, at once, where the lock file cannot be made (its folder is a file, not writable, on a read-only
     file system): waiting for a lock that can never be taken would wait forever."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise StoreError(f"store {path}: is a file, not a cube (a zarr folder)")
     folder = Path(key).parent
     base = folder
     while not base.exists() and base != base.parent:
