@@ -11,6 +11,12 @@ The offset (E of the power law, a of the exponential) can be tied to the data's 
 no model's expected loss goes below it). `floor=F` makes F the offset's lower bound (instead of 0); adding
 `offset="floor"` fixes the offset at F and fits the other two parameters (fit/offset.py). Every refit (bootstrap draws,
 jackknife, window refits, the competing form) keeps the same constraint, so like is compared with like.
+
+weights="se" weights the points by their standard errors (fit(..., se=...); fit/weights.py): the objective becomes
+sum_i w_i H_delta(r_i), w_i ~ 1/se_i^2 with mean 1, in every fit and refit above (bootstrap draws, jackknife,
+window, competing form, the verdict's leave-one-out refits), and the MSEs and the verdict's errors are weighted
+means with the same w. The wild bootstrap's residuals keep their own sizes (the signs carry the heteroscedasticity);
+their leverage is the weighted fit's.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from scipy.optimize import least_squares
 from scalingkit.errors import UserError
 from scalingkit.fit import bootstrap as bs
 from scalingkit.fit import registry
+from scalingkit.fit import weights as wts
 from scalingkit.fit.base import Estimator, FitResult
 from scalingkit.fit.batchlm import batch_lm
 from scalingkit.fit.huber import mad_delta
@@ -62,7 +69,7 @@ class Curve:
         return np.concatenate([np.full(p.shape[:-1] + (1,), self.fixed_offset), p], axis=-1)
 
 
-def _solve(curve: Curve, u, y, p0, delta, max_nfev=200):
+def _solve(curve: Curve, u, y, p0, delta, max_nfev=200, w=None):
     p0 = np.clip(p0, np.nextafter(curve.lower, np.inf), np.nextafter(curve.upper, -np.inf))
     return least_squares(
         lambda p: curve.f(p, u) - y,
@@ -70,47 +77,75 @@ def _solve(curve: Curve, u, y, p0, delta, max_nfev=200):
         jac=lambda p: curve.jac(p, u),
         bounds=(curve.lower, curve.upper),
         method="trf",
-        loss="huber",
+        loss="huber" if w is None else _weighted_huber(w),
         f_scale=delta,
         max_nfev=max_nfev,
     )
+
+
+def _weighted_huber(w):
+    """scipy's "huber" rho with point i's rho, rho' and rho'' multiplied by w_i: the exact weighted polish.
+
+    least_squares minimises 0.5 f_scale^2 sum_i rho_i((r_i / f_scale)^2); with rho_i = w_i rho_huber that is
+    sum_i w_i H_delta(r_i), the objective batch_lm minimises with M = w. (A scalar f_scale cannot express the
+    weights otherwise: w H_d(r) = H_(d sqrt w)(sqrt(w) r) would need a delta per point.) Same formulas as
+    scipy.optimize._lsq.least_squares.huber, so weights of 1 give its numbers.
+    """
+    w = np.asarray(w, dtype=float)
+
+    def rho(z):
+        out = np.empty((3, z.size))
+        inside = z <= 1
+        zo = np.where(inside, 1.0, z)  # no 0 ** -0.5 on the inside rows (discarded there)
+        out[0] = np.where(inside, z, 2 * zo**0.5 - 1)
+        out[1] = np.where(inside, 1.0, zo**-0.5)
+        out[2] = np.where(inside, 0.0, -0.5 * zo**-1.5)
+        return out * w
+
+    return rho
 
 
 def _batch(curve: Curve, u, Y, P0, delta, M=None):
     return batch_lm(curve.f, curve.jac, u, Y, P0, delta, np.array(curve.lower), np.array(curve.upper), M=M)
 
 
-def multistart(curve: Curve, u, y, delta, n_starts=40):
+def multistart(curve: Curve, u, y, delta, n_starts=40, w=None):
     """All starts solved together (batch LM), the best polished by scipy's bounded trust region.
 
+    w: per-point weights (None: all 1), the objective sum_i w_i H_delta(r_i) in the starts and the polish.
     Returns (OptimizeResult or None, array of every start's final cost).
     """
     P0 = curve.starts(u, y, n_starts)
-    P, costs, ok = _batch(curve, u, np.broadcast_to(y, (len(P0), len(y))), P0, delta)
+    M = None if w is None else np.broadcast_to(np.asarray(w, dtype=float), (len(P0), len(y)))
+    P, costs, ok = _batch(curve, u, np.broadcast_to(y, (len(P0), len(y))), P0, delta, M=M)
     costs = np.where(ok, costs, np.inf)
     if not np.isfinite(costs).any():
         return None, costs
-    best = _solve(curve, u, y, P[np.argmin(costs)], delta)
+    best = _solve(curve, u, y, P[np.argmin(costs)], delta, w=w)
     if not (best.status > 0 and np.all(np.isfinite(best.x))):
         return None, costs
     return best, costs
 
 
 @blas_single
-def refit_rows(Y: np.ndarray, curve: Curve, u, p0, delta) -> np.ndarray:
-    """Refit each row of Y (bootstrap responses) warm-started at p0; NaN rows where a solve fails."""
-    P, _, ok = _batch(curve, u, Y, np.tile(p0, (len(Y), 1)), delta)
+def refit_rows(Y: np.ndarray, curve: Curve, u, p0, delta, w=None) -> np.ndarray:
+    """Refit each row of Y (bootstrap responses) warm-started at p0, with per-point weights w (None: all 1);
+    NaN rows where a solve fails."""
+    M = None if w is None else np.broadcast_to(np.asarray(w, dtype=float), np.shape(Y))
+    P, _, ok = _batch(curve, u, Y, np.tile(p0, (len(Y), 1)), delta, M=M)
     P[~ok] = np.nan
     return P
 
 
-def jackknife(curve: Curve, u, y, p0, delta) -> np.ndarray:
+def jackknife(curve: Curve, u, y, p0, delta, w=None) -> np.ndarray:
     """Leave-one-out estimates (internal parameters), warm-started at p0: the BCa acceleration.
 
-    Leaving a point out is a zero weight on it, so all n fits run as one batch.
+    Leaving a point out is a zero weight on it, so all n fits run as one batch; with weights w the others keep
+    theirs (M = w with the left-out point zeroed).
     """
     n = len(y)
-    P, _, ok = _batch(curve, u, np.broadcast_to(y, (n, n)), np.tile(p0, (n, 1)), delta, M=1.0 - np.eye(n))
+    M = 1.0 - np.eye(n) if w is None else (1.0 - np.eye(n)) * np.asarray(w, dtype=float)
+    P, _, ok = _batch(curve, u, np.broadcast_to(y, (n, n)), np.tile(p0, (n, 1)), delta, M=M)
     P[~ok] = np.nan
     return P
 
@@ -134,6 +169,8 @@ class Curve1D(Estimator):
     a second report beside it.
     With a floor, diagnostics["excess"] also holds the excess-loss fits of log(L - floor) (fit/excess.py).
     With the alternative on, diagnostics["verdict"] says which form the points follow (fit/verdict.py).
+    weights: "none" (every point alike) or "se" (w_i ~ 1/se_i^2, mean 1, from fit(..., se=...); see the module
+    docstring); a weighted fit's mse and mse_<other form> are means of w r^2.
     """
 
     curve: Curve
@@ -155,6 +192,7 @@ class Curve1D(Estimator):
         names: tuple[str, str, str] | None = None,
         floor: float | None = None,
         offset: str = "free",
+        weights: str = "none",
     ):
         # leverage_adjust: raw residuals are smaller than the errors by about the share of parameters to points
         # and make intervals too short; "hc3" resamples r / (1 - h), "hc2" r / sqrt(1 - h) (Davidson &
@@ -163,8 +201,9 @@ class Curve1D(Estimator):
             starts=starts, bootstrap=bootstrap, confidence=confidence, seed=seed, workers=workers,
             leverage_adjust=leverage_adjust, window=window, alternative=alternative, delta=delta,
             names=tuple(names or self.curve.names), floor=None if floor is None else float(floor), offset=offset,
+            weights=weights,
         )
-        self._check_settings(leverage_adjust=("hc3", "hc2", "none"), offset=OFFSETS)
+        self._check_settings(leverage_adjust=("hc3", "hc2", "none"), offset=OFFSETS, weights=wts.WEIGHTS)
         if int(starts) < 1 or len(self.settings["names"]) != 3:
             raise UserError(f"{self.name}: starts must be >= 1 and names three parameter names")
         if floor is not None and not math.isfinite(self.settings["floor"]):
@@ -180,17 +219,20 @@ class Curve1D(Estimator):
     # -- the fit --------------------------------------------------------------------------------------------
     @blas_single
     def fit(self, x, y=None, loss=None, *, xcol: str = "N", label: str = "", se=None) -> FitResult:
-        """se: standard errors of the losses (a number or one per point), for the verdict's transient test."""
+        """se: standard errors of the losses (a number or one per point), for the verdict's transient test and,
+        with weights="se", the weights."""
         x, y = self._arrays_1d(x, y, xcol=xcol)
-        se = self._standard_errors(se, len(y))
         s = self.settings
+        w = wts.from_se(self.name, se, len(y)) if s["weights"] == "se" else None
+        se = self._standard_errors(se, len(y))
         curve = self.fit_curve
         names = list(s["names"])
         x0 = float(np.median(x))
         u = x / x0
         delta = float(s["delta"]) if s["delta"] else mad_delta(y)
-        best, costs = multistart(curve, u, y, delta, s["starts"])
-        prov = provenance(self.name, "least_squares(trf, huber), multi-start", s, {"x": x, "y": y}, label=label)
+        best, costs = multistart(curve, u, y, delta, s["starts"], w=w)
+        columns = {"x": x, "y": y} if w is None else {"x": x, "y": y, "se": se}
+        prov = provenance(self.name, "least_squares(trf, huber), multi-start", s, columns, label=label)
         if best is None:
             diag = {"failure": "no start converged", "starts": s["starts"], "delta": delta}
             return FitResult(self.name, dict.fromkeys(names, np.nan), diagnostics=diag, converged=False,
@@ -202,7 +244,7 @@ class Curve1D(Estimator):
         near = costs <= best.cost * (1 + 1e-6) + 1e-15
         fitted_names = [names[i] for i in curve.free]
         diag = {
-            "delta": delta, "x0": x0, "mse": float(np.mean(r**2)), "optimality": float(best.optimality),
+            "delta": delta, "x0": x0, "mse": _mse(r, w), "optimality": float(best.optimality),
             "starts": int(s["starts"]), "starts_at_best": int(near.sum()),
             "at_bound": [n for n, v, lo, hi in zip(fitted_names, p, curve.lower, curve.upper)
                          if np.isclose(v, lo) or np.isclose(v, hi)],
@@ -213,15 +255,15 @@ class Curve1D(Estimator):
         )
         self._offset_report(diag, names[0])
         if s["bootstrap"]:
-            self._wild_bootstrap(result, u, y, p, yhat, r, delta, x0)
+            self._wild_bootstrap(result, u, y, p, yhat, r, delta, x0, w)
         if s["window"]:
-            diag["window"] = self._window(x, y, theta)
+            diag["window"] = self._window(x, y, theta, w)
         if s["floor"] is not None:
             from scalingkit.fit.excess import fit_excess
 
             diag["excess"] = fit_excess(x, y, s["floor"], s["confidence"], se=se)
         if s["alternative"]:
-            self._compare_alternative(result, x, y, curve.full(p), delta, se)
+            self._compare_alternative(result, x, y, curve.full(p), delta, se, w)
         return result
 
     def _standard_errors(self, se, n):
@@ -248,18 +290,19 @@ class Curve1D(Estimator):
                 "go below a loss no model can reach")
 
     # -- uncertainty ----------------------------------------------------------------------------------------
-    def _wild_bootstrap(self, result, u, y, p, yhat, r, delta, x0):
+    def _wild_bootstrap(self, result, u, y, p, yhat, r, delta, x0, w=None):
         s = self.settings
         curve = self.fit_curve
         resid = r
         if s["leverage_adjust"] in ("hc2", "hc3"):
-            h = np.clip(leverage(curve.jac(p, u)), 0.0, 0.99)
+            J = curve.jac(p, u)
+            h = np.clip(leverage(J if w is None else np.sqrt(w)[:, None] * J), 0.0, 0.99)  # the weighted hat matrix
             resid = r / (np.sqrt(1.0 - h) if s["leverage_adjust"] == "hc2" else (1.0 - h))
         signs = bs.wild_signs(s["seed"], int(s["bootstrap"]), len(y))
         Y = yhat + signs * resid
         # Batched refits run ~10 us each: only very large jobs are worth spreading over processes.
-        draws = map_split(refit_rows, Y, curve, u, p, delta, workers=s["workers"], min_per_worker=20000)
-        jack = jackknife(curve, u, y, p, delta)
+        draws = map_split(refit_rows, Y, curve, u, p, delta, w, workers=s["workers"], min_per_worker=20000)
+        jack = jackknife(curve, u, y, p, delta, w)
         pub_draws = curve.to_public(draws, x0)
         pub_jack = curve.to_public(jack, x0)
         theta = np.array(list(result.params.values()))
@@ -276,8 +319,9 @@ class Curve1D(Estimator):
             **{f"se_{n}": float(v) for n, v in zip(names, se)},
         )
 
-    def _window(self, x, y, theta) -> dict:
-        """Refit without the smallest x, the largest x, and both: how far the exponent moves."""
+    def _window(self, x, y, theta, w=None) -> dict:
+        """Refit without the smallest x, the largest x, and both: how far the exponent moves (the points kept keep
+        their weights w)."""
         curve = self.fit_curve
         order = np.argsort(x)
         k = curve.exponent
@@ -291,7 +335,8 @@ class Curve1D(Estimator):
             xs, ys = x[keep], y[keep]
             x0 = float(np.median(xs))
             best, _ = multistart(curve, xs / x0, ys, mad_delta(ys) if not self.settings["delta"]
-                                 else self.settings["delta"], self.settings["starts"])
+                                 else self.settings["delta"], self.settings["starts"],
+                                 w=None if w is None else w[keep])
             if best is not None:
                 out[label] = float(curve.to_public(best.x, x0)[k])
         if out:
@@ -299,7 +344,7 @@ class Curve1D(Estimator):
             out["parameter"] = name
         return out
 
-    def _compare_alternative(self, result, x, y, full_p, delta, se):
+    def _compare_alternative(self, result, x, y, full_p, delta, se, w=None):
         """The competing form, fitted under the same offset constraint: its MSE, the ratio, and the verdict."""
         from scalingkit.fit import verdict
 
@@ -307,19 +352,24 @@ class Curve1D(Estimator):
         other = "exponential" if self.name == "powerlaw" else "powerlaw"
         other_curve = constrained(registry.load_module(other).CURVE, s["floor"], s["offset"])
         u = x / float(np.median(x))
-        best, _ = multistart(other_curve, u, y, delta, s["starts"])  # as other_cls(...).fit(x, y) would
+        best, _ = multistart(other_curve, u, y, delta, s["starts"], w=w)  # as other_cls(...).fit(x, y) would
         if best is None:
             return
-        mse_other = float(np.mean((y - other_curve.f(best.x, u)) ** 2))
+        mse_other = _mse(y - other_curve.f(best.x, u), w)
         diag[f"mse_{other}"] = mse_other
         mse_pow, mse_exp = (diag["mse"], mse_other) if self.name == "powerlaw" else (mse_other, diag["mse"])
         # < 1: the power law fits better than the exponential.
         diag["mse_ratio_power_vs_exp"] = float(mse_pow / mse_exp) if mse_exp > 0 else np.nan
-        v = verdict.assess(x, y, floor=s["floor"], offset=s["offset"], se=se, delta=delta,
+        v = verdict.assess(x, y, floor=s["floor"], offset=s["offset"], se=se, delta=delta, w=w,
                            fitted={self.name: full_p, other: other_curve.full(best.x)})
         diag["transient"] = v.pop("transient_test")
         v.update(verdict.window_check(diag.get("window"), result.intervals.get(s["names"][self.curve.exponent])))
         diag["verdict"] = v
+
+
+def _mse(r, w=None) -> float:
+    """Mean squared residual; with weights w (mean 1) the weighted mean of r^2."""
+    return float(np.mean(r**2) if w is None else np.mean(w * r**2))
 
 
 def offset_guesses(y: np.ndarray, n: int, lo: float = 0.0) -> np.ndarray:

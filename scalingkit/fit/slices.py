@@ -8,7 +8,9 @@ Loss floors (`floors`: family -> (floor, kind), kind "exact", "estimate" or "unk
 gives them): where a family's floor is exact the offset is bounded below by it (offset="free", the default) or
 fixed at it (offset="floor"), and the excess-loss fit log(L - floor) is added (fit/excess.py). An estimated
 floor only adds notes where a fitted offset falls below it (fit/floor.py), as does an exact one.
-A column `loss_se` (standard errors of the losses), where the table has one, goes to the verdict's transient test.
+A column `loss_se` (standard errors of the losses), where the table has one, goes to the verdict's transient test,
+and with weights="se" (a setting of the estimators, fit/weights.py) weights every fit; then every row needs a
+positive one.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from scalingkit.fit.powerlaw import PowerLaw
 from scalingkit.fit.provenance import provenance
 from scalingkit.fit.results import FitCollection, summarise
 from scalingkit.fit.verdict import RULE, VERDICTS
+from scalingkit.fit.weights import check_table
 
 ESTIMATORS = {"powerlaw": PowerLaw, "exponential": Exponential}
 # Parameter names per axis: L(N) = E + A N^-alpha, L(D) = E + B D^-beta (PAPER.md).
@@ -69,6 +72,8 @@ def fit_slices(table: pd.DataFrame, form: str = "powerlaw", axes=("N", "D"), gro
     if form not in ESTIMATORS:
         raise UserError(f"unknown 1-d form {form!r} (choose from {', '.join(ESTIMATORS)})")
     floors = _check_floors(floors, offset, settings)
+    if settings.get("weights", "none") == "se":
+        check_table(table)
     cls = ESTIMATORS[form]
     group_cols = [c for c in (GROUP_COLUMNS if group_cols is None else group_cols) if c in table.columns]
     present = [a for a in axes if a in table.columns]

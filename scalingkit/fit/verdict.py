@@ -37,6 +37,10 @@ Measured on 100 power-law and 100 exponential slices of 5 to 8 points at factor-
 With noise of 1e-3 of the loss (3 to 5 times the cube's sampled standard errors) the free fits fall to 88-99%:
 at drops of 0.05 nats over the range, 5 points cannot tell the forms apart.
 
+Weights (`w`, the fit's weights="se": w_i ~ 1/se_i^2, mean 1): every fit and leave-one-out refit minimises the
+weighted Huber objective, the RSS and the mean squared LOO error are weighted by w (the AICc then is that of a
+Gaussian with variances proportional to 1/w: the sum of their logs cancels in the difference).
+
 `assess_many` judges many slices that share their x values in one batch (the test's 200 synthetic slices);
 `assess` is one slice, as `Curve1D.fit` uses it with its own fits. Both use the same constrained forms as the fit
 (`floor`, `offset`: like is compared with like).
@@ -77,13 +81,14 @@ def _check(floor, offset):
 
 
 def assess_many(x, Y, *, floor: float | None = None, offset: str = "free", se=None, starts: int = 40,
-                delta=None, fitted: dict | None = None) -> list[dict]:
+                delta=None, fitted: dict | None = None, w=None) -> list[dict]:
     """The verdict (see the module docstring) for every row of Y, each a slice over the same x.
 
     floor/offset: the offset's constraint, as in Curve1D. se: standard error of each loss (scalar, (n,) or
     (rows, n)) for the transient test; None estimates it from the better form's residuals. delta: the Huber
     scale per row (default 1.4826 MAD of the row). fitted: {form: (rows, 3) internal (offset, amplitude, rate)
     on u = x / median(x)} for forms already fitted (Curve1D passes its own), the others are fitted here.
+    w: per-point weights, (n,) or (rows, n) (None: all 1), as the fit's (see the module docstring).
     """
     _check(floor, offset)
     x = np.asarray(x, dtype=float)
@@ -97,6 +102,8 @@ def assess_many(x, Y, *, floor: float | None = None, offset: str = "free", se=No
     lo = 0.0 if floor is None else float(floor) if offset == "floor" else max(0.0, float(floor))  # as constrained()
     d = np.array([mad_delta(y) for y in Y]) if delta is None else np.broadcast_to(np.asarray(delta, float), len(Y))
     Z = (Y - lo) / d[:, None]
+    W = None if w is None else np.broadcast_to(np.asarray(w, dtype=float), Y.shape)
+    wr = np.ones_like(Y) if W is None else W
     fits = {}
     for form, base in _curves().items():
         curve = constrained(base, 0.0, offset) if floor is not None else base
@@ -105,11 +112,12 @@ def assess_many(x, Y, *, floor: float | None = None, offset: str = "free", se=No
             scaled = np.c_[(full[:, 0] - lo) / d, full[:, 1] / d, full[:, 2]]
             P = scaled[:, 1:] if offset == "floor" else scaled
         else:
-            P = multistart_rows(curve, u, Z, starts)
+            P = multistart_rows(curve, u, Z, starts, W=W)
         resid = (Z - curve.f(np.nan_to_num(P), u)) * d[:, None]
         resid[~np.all(np.isfinite(P), axis=1)] = np.nan
-        loo = (Z - loo_rows(curve, u, Z, P)) * d[:, None]
-        fits[form] = {"rss": np.sum(resid**2, axis=1), "cv": np.mean(loo**2, axis=1), "k": len(curve.free)}
+        loo = (Z - loo_rows(curve, u, Z, P, W=W)) * d[:, None]
+        fits[form] = {"rss": np.sum(wr * resid**2, axis=1), "cv": np.mean(wr * loo**2, axis=1),
+                      "k": len(curve.free)}
     out = []
     for i, y in enumerate(Y):
         rss = {f: float(fits[f]["rss"][i]) for f in FORMS}
@@ -131,6 +139,8 @@ def assess(x, y, **kwargs) -> dict:
         kwargs["se"] = np.asarray(kwargs["se"], dtype=float)[None]
     if kwargs.get("delta") is not None:
         kwargs["delta"] = [kwargs["delta"]]
+    if kwargs.get("w") is not None:
+        kwargs["w"] = np.asarray(kwargs["w"], dtype=float)[None]
     return assess_many(np.asarray(x, dtype=float), np.asarray(y, dtype=float)[None], **kwargs)[0]
 
 
