@@ -207,6 +207,8 @@ class Chinchilla(Estimator2D):
     - budget: FLOPs for N_opt, D_opt, tokens per parameter (default: the table's largest 6 N D);
     - floor: a known loss floor (the data's entropy), a lower bound on E in the fit and in every refit
       (None: E >= 0); offset: "free" (E fitted, >= floor) or "floor" (E fixed at the floor, needs a floor);
+    - weights: "none" (every run alike) or "se": w_i ~ (L_i / se_i)^2, mean 1, from fit(..., se=...), in the fit
+      and every bootstrap and jackknife refit (fit/weights.py);
     - confidence, seed, workers (processes; None: all cores), maxiter (L-BFGS-B iterations per start).
     """
 
@@ -216,18 +218,18 @@ class Chinchilla(Estimator2D):
 
     def __init__(self, *, solver="varpro", grid=40, refine=8, crosscheck=False, starts=None, bootstrap=0,
                  budget=None, confidence=0.95, seed=0, workers=None, interval="bca", maxiter=5000,
-                 bootstrap_solver="newton", floor=None, offset="free"):
+                 bootstrap_solver="newton", floor=None, offset="free", weights="none"):
         super().__init__(solver=solver, grid=grid, refine=refine, crosscheck=crosscheck, starts=starts,
                          bootstrap=bootstrap, budget=budget, confidence=confidence, seed=seed, workers=workers,
                          interval=interval, maxiter=maxiter, bootstrap_solver=bootstrap_solver,
-                         floor=_check_floor(floor), offset=offset)
+                         floor=_check_floor(floor), offset=offset, weights=weights)
         self._check_settings(offset=("free", "floor"), bootstrap_solver=("newton", "lbfgs"))
         if offset == "floor" and floor is None:
             raise UserError("chinchilla: offset='floor' fixes E at the loss floor and needs one (floor=...)")
         self.form = ChinchillaForm(self.settings["floor"], offset)
 
-    def fit(self, N, D=None, loss=None, *, label: str = "") -> FitResult:
-        result = super().fit(N, D, loss, label=label)
+    def fit(self, N, D=None, loss=None, *, label: str = "", se=None) -> FitResult:
+        result = super().fit(N, D, loss, label=label, se=se)
         floor = self.settings["floor"]
         if floor is None:
             return result

@@ -5,6 +5,9 @@ turns it into an estimator: refine every start with L-BFGS-B (logfit.refine), ke
 (gradient norm, agreement of the best starts, optional cross-check) and, if asked, bootstrap over runs.
 A form that also supplies batched predictions and Newton terms (`batched = True`) has its bootstrap and
 jackknife refitted all at once (newton2d), with the per-draw L-BFGS-B refit as the fallback.
+weights="se" (a setting of the forms that take it; fit/weights.py) gives the rows weights w_i ~ (L_i / se_i)^2,
+mean 1 (se / L is the standard error of log L), in LogData.w: the starts, every refined start, the cross-check,
+and every bootstrap draw and jackknife fit (their counts and masks multiply w) minimise the weighted objective.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import numpy as np
 
 from scalingkit.fit import bootstrap as bs
 from scalingkit.fit import logfit, newton2d
+from scalingkit.fit import weights as wts
 from scalingkit.fit.base import Estimator, FitResult
 from scalingkit.fit.parallel import map_split
 from scalingkit.fit.provenance import provenance
@@ -164,14 +168,19 @@ class Estimator2D(Estimator):
     def __init__(self, **settings):
         super().__init__(**settings)
         self._check_settings(solver=("varpro", "lbfgs"), interval=("bca", "percentile"))
+        if "weights" in self.settings:
+            self._check_settings(weights=wts.WEIGHTS)
 
     @blas_single
-    def fit(self, N, D=None, loss=None, *, label: str = "") -> FitResult:
+    def fit(self, N, D=None, loss=None, *, label: str = "", se=None) -> FitResult:
+        """se: the losses' standard errors (one number or one per point), used with weights="se" (ignored
+        otherwise)."""
         N, D, L = self._arrays_2d(N, D, loss)
         s = dict(self.settings)
         if s.get("budget") is None and "budget" in s:
             s["budget"] = float(np.max(6.0 * N * D))  # default: the table's largest compute
-        data = logfit.LogData.of(N, D, L)
+        w = wts.from_se(self.name, se, len(L), loss=L) if s.get("weights", "none") == "se" else None
+        data = logfit.LogData.of(N, D, L, w)
         form = self.form
         if s.get("starts"):
             starts = form.clip([form.from_public(p) for p in s["starts"]])
@@ -197,7 +206,10 @@ class Estimator2D(Estimator):
         params = form.to_public(theta)
         if not all(np.isfinite(v) for v in params.values()):
             failures.append("non-finite parameters")
-        prov = provenance(self.name, solver, s, {"N": N, "D": D, "loss": L}, label=label)
+        columns = {"N": N, "D": D, "loss": L}
+        if w is not None:  # the standard errors are data of a weighted fit: in its hash
+            columns["loss_se"] = np.broadcast_to(np.asarray(se, dtype=float), L.shape)
+        prov = provenance(self.name, solver, s, columns, label=label)
         result = FitResult(self.name, {k: float(v) for k, v in params.items()}, objective=float(obj),
                            diagnostics=diag, converged=not failures, provenance=prov,
                            derived=form.derived(params, s))

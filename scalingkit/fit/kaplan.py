@@ -100,17 +100,18 @@ class KaplanForm(Form2D):
 
 
 class Kaplan(Estimator2D):
-    """L = [(Nc/N)^(alpha/beta) + Dc/D]^beta, Huber (delta 1e-3) on log loss; settings as for Chinchilla."""
+    """L = [(Nc/N)^(alpha/beta) + Dc/D]^beta, Huber (delta 1e-3) on log loss; settings as for Chinchilla (weights
+    too: "se" weights the runs by their standard errors, fit(..., se=...))."""
 
     name = "kaplan"
     form = KaplanForm()
     min_points = 5
 
     def __init__(self, *, solver="varpro", grid=16, refine=6, crosscheck=False, starts=None, bootstrap=0,
-                 budget=None, confidence=0.95, seed=0, workers=None, interval="bca", maxiter=5000):
+                 budget=None, confidence=0.95, seed=0, workers=None, interval="bca", maxiter=5000, weights="none"):
         super().__init__(solver=solver, grid=grid, refine=refine, crosscheck=crosscheck, starts=starts,
                          bootstrap=bootstrap, budget=budget, confidence=confidence, seed=seed, workers=workers,
-                         interval=interval, maxiter=maxiter)
+                         interval=interval, maxiter=maxiter, weights=weights)
 
 
 @register_form("kaplan")

@@ -1,7 +1,8 @@
 """Huber on log-loss residuals, summed over points, minimised by L-BFGS-B: the 2-d forms' objective and solver.
 
 A form supplies `logpred(theta, lN, lD) -> (log L_hat, d log L_hat / d theta)`. The objective is
-sum_i w_i H_delta(log L_hat_i - log L_i); w are row weights (bootstrap counts, zeros to leave points out).
+sum_i w_i H_delta(log L_hat_i - log L_i); w are row weights: the fit's own (all 1, or from the standard errors
+with weights="se", fit/weights.py) times a refit's (bootstrap counts, zeros to leave points out).
 
 The early-stop trap (Epoch 2024 on Hoffmann 2022): with delta = 1e-3 the objective is ~1e-3 in total, and
 L-BFGS-B's relative-decrease test divides by max(|f|, 1), i.e. becomes an absolute test on a tiny number, and
@@ -27,7 +28,7 @@ FTOL = 1e-15
 
 @dataclass(frozen=True)
 class LogData:
-    """The fitted table in logs, plus row weights (ones for the plain fit)."""
+    """The fitted table in logs, plus row weights (ones for the plain fit; the standard errors' with weights="se")."""
 
     lN: np.ndarray
     lD: np.ndarray
@@ -40,7 +41,9 @@ class LogData:
         return cls(lN, lD, lL, np.ones_like(lL) if w is None else np.asarray(w, dtype=float))
 
     def reweighted(self, w) -> "LogData":
-        return LogData(self.lN, self.lD, self.lL, np.asarray(w, dtype=float))
+        """The same table with a refit's row weights (bootstrap counts, a leave-one-out mask) multiplying the
+        fit's own."""
+        return LogData(self.lN, self.lD, self.lL, self.w * np.asarray(w, dtype=float))
 
 
 def objective(theta, logpred, data: LogData, delta=DELTA):

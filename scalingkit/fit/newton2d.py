@@ -48,7 +48,8 @@ def _scaled_cost(pred, lL, W, delta):
 
 
 def newton_refits(form, data: LogData, W, theta0, *, delta=DELTA, max_iter=100, block=BLOCK):
-    """Minimise sum_i W_bi H_delta(log L_hat(theta_b)_i - log L_i) for every row b of W, from theta0.
+    """Minimise sum_i W_bi w_i H_delta(log L_hat(theta_b)_i - log L_i) for every row b of W, from theta0, w = data.w
+    the fit's own weights (as data.reweighted(W_b) gives the per-draw path).
 
     `form` supplies batch_logpred(T, lN, lD) -> (pred (B, n), aux: an array, one row per draw),
     batch_newton(aux, lN, lD, c, p) -> (gradient sum_i p_i J_i (B, k),
@@ -57,7 +58,7 @@ def newton_refits(form, data: LogData, W, theta0, *, delta=DELTA, max_iter=100, 
     Returns (theta (B, k), objective (B,), relative gradient (B,), projected gradient norm of f/delta (B,),
     stopped (B,): the row met a stopping rule within max_iter).
     """
-    W = np.asarray(W, dtype=float)
+    W = np.asarray(W, dtype=float) * data.w
     parts = [_newton_block(form, data, W[i: i + block], theta0, delta, max_iter) for i in range(0, len(W), block)]
     if not parts:
         k = len(theta0)
