@@ -221,11 +221,15 @@ def _emit(results, as_json, out_dir, verbose=True):
 @click.option("--offset", type=click.Choice(["free", "floor"]), default="free", show_default=True,
               help="Cube, where a family's loss floor is exact: the offset (E) is fitted above the floor (free) or "
                    "fixed at it (floor; powerlaw, exponential and chinchilla).")
+@click.option("--weights", type=click.Choice(["none", "se"]), default="none", show_default=True,
+              help="Cube: weight each point by its standard error (loss_se): 1/se^2 for powerlaw and exponential, "
+                   "1/(se/L)^2 (the log loss's) for chinchilla and kaplan, in the fit and every refit; none: all "
+                   "alike.")
 @expr_options
 @click.option("--no-figures", is_flag=True, help="Do not draw a figure per fit (figures/ beside fits/, or --out).")
 def fit(form, family, param, n_convention, loss_kind, store_path, csv_path, n_col, d_col, c_col, loss_col,
         group_cols, drop_top, seed, as_json, out_dir, bootstrap, interval, solver, crosscheck, budget, workers,
-        verbose, offset, expr, guess, bounds, fixed, starts, no_figures):
+        verbose, offset, weights, expr, guess, bounds, fixed, starts, no_figures):
     """Fit a scaling-law form to the cube's L(N, D) (best over lr and seed) or to a CSV table.
 
     powerlaw/exponential: 1-d fits L(N) at every D and L(D) at every N, with wild-bootstrap BCa intervals,
@@ -259,10 +263,19 @@ def fit(form, family, param, n_convention, loss_kind, store_path, csv_path, n_co
         raise UserError(f"--offset floor fixes the offset of powerlaw, exponential and chinchilla, not {form}")
     if offset == "floor" and csv_path:
         raise UserError("--offset floor needs the cube's exact loss floors; a CSV has none")
+    if weights == "se" and form not in (*ONE_D, "chinchilla", "kaplan"):
+        raise UserError(f"--weights se weights powerlaw, exponential, chinchilla and kaplan fits, not {form}")
+    if weights == "se" and csv_path:
+        raise UserError("--weights se needs the losses' standard errors: the cube has them (loss_se), a CSV does "
+                        "not; use --weights none")
     out_dir = _check_outputs(out_dir, store_path, not no_figures)
     df, group_cols = load_table(csv_path, store_path, family, param, n_convention, n_col, d_col, c_col,
                                 loss_col, group_cols, drop_top, loss_kind)
     checks.draws(bootstrap, "--bootstrap", rows=len(df), per_draw=8)
+    if weights == "se":
+        from scalingkit.fit.weights import check_table
+
+        check_table(df, "the cube's table")  # every point's standard error, before any fit
     floors = _floors(csv_path, store_path)
     source = _source(csv_path, store_path, n_col, d_col, c_col, loss_col, group_cols if csv_path else (), drop_top,
                      n_convention, family, param)
@@ -270,7 +283,7 @@ def fit(form, family, param, n_convention, loss_kind, store_path, csv_path, n_co
         from scalingkit.fit.slices import fit_slices
 
         result = fit_slices(df, form, group_cols=group_cols, floors=floors, offset=offset, bootstrap=bootstrap,
-                            seed=seed, workers=workers)
+                            seed=seed, workers=workers, weights=weights)
         _record_loss(result.results, df)
         result.provenance["loss"] = sorted(set(df["loss_kind"])) if "loss_kind" in df else "csv"
         _note_floors(result.results, floors)
@@ -290,7 +303,7 @@ def fit(form, family, param, n_convention, loss_kind, store_path, csv_path, n_co
             raise UserError(f"the expression uses {' and '.join(absent)}: give "
                             + " and ".join("--n-col" if v == "N" else "--d-col or --c-col" for v in absent))
     settings = _accepted(cls, bootstrap=bootstrap, seed=seed, workers=workers, interval=interval, solver=solver,
-                         crosscheck=crosscheck or None, budget=budget)
+                         crosscheck=crosscheck or None, budget=budget, weights=weights)
     settings.update(law)
     results = []
     for label, g in _groups(df, group_cols):
@@ -301,8 +314,9 @@ def fit(form, family, param, n_convention, loss_kind, store_path, csv_path, n_co
             group_settings.update(floor=floor, offset=offset)
         elif offset == "floor":
             raise UserError(f"--offset floor: [{label}] has no exact loss floor to fix E at")
+        se = {"se": g["loss_se"].to_numpy(float)} if weights == "se" else {}
         r = cls(**group_settings).fit(*(g[c].to_numpy(float) if c in g else None for c in ("N", "D", "loss")),
-                                      label=label)
+                                      label=label, **se)
         r.provenance["group"] = {c: str(g[c].iloc[0]) for c in group_cols if c in g.columns}
         r.provenance["source"] = source
         results.append(r)
