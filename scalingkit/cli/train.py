@@ -74,6 +74,9 @@ def train(sweep_file, fill_missing, store_path, workers, executor, partition, gp
             batch_variants = 0
         if batch_variants < 1:
             raise UserError("--batch-variants must be auto or a whole number >= 1")
+    flags = {"kind": executor, "workers": workers, "partition": partition, "gpus_per_task": gpus_per_task,
+             "cpus_per_task": cpus_per_task, "mem": mem, "time": time_limit, "array_parallelism": array_parallelism,
+             "options": _key_values(slurm_options, "--slurm-option"), "scheduler": scheduler}
     sw = sweep.load(sweep_file) if sweep_file else None
     from scalingkit.device import check_device
 
@@ -83,9 +86,6 @@ def train(sweep_file, fill_missing, store_path, workers, executor, partition, gp
 
         cost.confirm(store_path, sw, workers, device, retry_failed, click.get_current_context().meta.get("yes", False),
                      executor, echo=click.echo)
-    flags = {"kind": executor, "workers": workers, "partition": partition, "gpus_per_task": gpus_per_task,
-             "cpus_per_task": cpus_per_task, "mem": mem, "time": time_limit, "array_parallelism": array_parallelism,
-             "options": _key_values(slurm_options, "--slurm-option"), "scheduler": scheduler}
     report = runner.fill_missing(store_path, sw, executor=flags, retry_failed=retry_failed, device=device,
                                  progress=not no_progress, echo=click.echo, batch_variants=batch_variants,
                                  fill=fill_missing, redo=redo, redo_damaged=redo_damaged, detach=detach)

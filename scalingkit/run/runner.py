@@ -224,6 +224,7 @@ def _fill(store_path, sweeps, owner, report: FillReport, workers, ex, retry_fail
         adopted = claims.expire(store_path)  # gone owners' claims dropped; what their workers finished, recorded
         if adopted:
             report.adopted += len(adopted)
+            report.elsewhere -= set(adopted)  # finished by a job or worker of a gone coordinator: counted as adopted
             echo(f"adopted {_runs(len(adopted))} that finished while no coordinator watched: "
                  + _statuses(adopted.values()) + " (not trained again)")
         missing = []

@@ -16,6 +16,7 @@ uninterrupted run's curve (bit for bit on the CPU). The coordinator removes it o
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
@@ -63,7 +64,7 @@ def run_batch(store_path: str, cells, configs, family_spec: dict, threads: int, 
     stacked = len(cells) > 1 if stacked is None else stacked
     start = time.perf_counter()
     try:
-        mine = claims.enter(store_path, tickets)
+        mine = claims.enter(store_path, {cell: tickets[cell] for cell in cells if cell in tickets})
         done = adopt.finished(store_path, [cell for cell in cells if cell in mine])
     except Exception as exc:  # noqa: BLE001 - the store could not be read: every cell fails, with the reason
         return _failed(cells, exc, start)
@@ -101,6 +102,7 @@ def _train(store_path, cells, configs, family_spec, threads, tickets, stacked, o
             checkpoint = CheckpointSpec(adopt.checkpoint_path(store_path, cells[0]), every)
             if on_checkpoint is not None:
                 on_checkpoint(checkpoint)
+            _test_hook(checkpoint)
         if not stacked:
             results = [engine.train(configs[0], family, on_point=lambda r: partial(0, r), checkpoint=checkpoint)]
         else:
@@ -128,6 +130,27 @@ def _train(store_path, cells, configs, family_spec, threads, tickets, stacked, o
         return [Outcome(cell, "lost", "its claim was gone: training stopped", 0, seconds) for cell in cells]
     except Exception as exc:  # noqa: BLE001 - a failed run is data, not a crash of the sweep
         return _failed(cells, exc, start)
+
+
+HOOK = "SCALINGKIT_WORKER_HOOK"
+
+
+def _test_hook(checkpoint) -> None:
+    """For tests, SCALINGKIT_WORKER_HOOK="pause-after-save:SECONDS" sleeps that long after every checkpoint save, so
+    that a run of a few hundred steps lasts long enough to be interrupted mid-way (a requeue, a cancel, a killed
+    worker) without burning the CPU. It changes when things happen, never what is computed."""
+    value = os.environ.get(HOOK, "")
+    if not value.startswith("pause-after-save:"):
+        return
+    seconds = float(value.split(":", 1)[1])
+    previous = checkpoint.after_save
+
+    def pause(step: int) -> None:
+        if previous is not None:
+            previous(step)
+        time.sleep(seconds)
+
+    checkpoint.after_save = pause
 
 
 def _failed(cells, exc: Exception, start: float) -> list[Outcome]:
