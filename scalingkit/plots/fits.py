@@ -112,6 +112,8 @@ def slice_band(result, x, y, grid, max_draws: int = MAX_BAND_DRAWS):
     B = min(int(s.get("bootstrap") or 0), max_draws)
     if result.form not in ONE_D or not result.converged or B < 20 or len(x) < 4:
         return None
+    if s.get("weights", "none") != "none":  # redrawing a weighted fit's band needs its weights: none drawn (not a wrong one)
+        return None
     cls = estimator_class(result.form)
     est = cls(**{**_settings_for(cls, s), "bootstrap": B, "workers": 1})
     curve = est.fit_curve
@@ -153,6 +155,8 @@ def surface_draws(result, N, D, L, max_draws: int | None = None):
     s = dict(result.provenance.get("settings", {}))
     B = int(s.get("bootstrap") or 0)
     if result.form not in ("chinchilla", "kaplan") or not result.converged or B < 20:
+        return []
+    if s.get("weights", "none") != "none":  # as slice_band: a weighted fit's draws are not redrawn unweighted
         return []
     cls = estimator_class(result.form)
     if not issubclass(cls, Estimator2D):
