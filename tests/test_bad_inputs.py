@@ -132,7 +132,7 @@ for key, value, fragment in [
         ("lrs", "[0]", "grid.lrs must be positive"), ("lrs", "[-0.1]", "grid.lrs must be positive"),
         ("lrs", "[nan]", "grid.lrs has nan: every learning rate must be finite"), ("lrs", "[inf]", "grid.lrs has inf"),
         ("lrs", "[1e300]", "grid.lrs has 1e+300"), ("lrs", "[1e-320]", "grid.lrs has 1e-320"),
-        ("lrs", "[5000.0]", "from 1e-09 to 1000"), ("lrs", '["x"]', "grid.lrs must be a list of float"),
+        ("lrs", "[1e11]", "from 1e-09 to 1e+10"), ("lrs", '["x"]', "grid.lrs must be a list of float"),
         ("lrs", "[0.01, 0.01]", "grid.lrs has repeated"),
         ("seeds", "[-1]", "grid.seeds has -1: a seed must be a whole number"), ("seeds", "[1.5]", "grid.seeds must be"),
         ("seeds", "[1e30]", "a seed must be a whole number from 0 to 2^63 - 1"), ("seeds", "[nan]", "grid.seeds must"),

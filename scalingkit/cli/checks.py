@@ -133,8 +133,11 @@ def coord_check(widths: list[int], base_width: int, steps: int, lr: float) -> No
                 raise UserError(f"{flag}: {exc}") from None
     if not 1 <= steps <= 1000:
         raise UserError(f"--steps {steps}: from 1 to 1,000 (the check measures the first updates; 0 measures nothing)")
-    if not (math.isfinite(lr) and 0 < lr <= 1e3):
-        raise UserError(f"--lr {lr!r}: a learning rate must be finite, positive and at most 1000")
+    from scalingkit.sweep.spec import LR_RANGE
+
+    if not (math.isfinite(lr) and LR_RANGE[0] <= lr <= LR_RANGE[1]):
+        raise UserError(f"--lr {lr!r}: a learning rate must be finite and from {LR_RANGE[0]:g} to {LR_RANGE[1]:g}, "
+                        "as in a sweep")
     # coordinate_check's models: 2 layers, vocabulary 64, batch 16 x context 16, one width at a time
     widest = max(widths)
     check_memory(training_bytes(2, widest, 64, 16 * 16), f"--widths: the model of width {widest:,}")
