@@ -483,16 +483,31 @@ def _status_now(store_path) -> dict:
 def _still_to_train(store_path, todo_codes, again=()):
     """claims.claim's test, under the lock: a cell is claimable while its status is still one to train (another
     coordinator may have finished it since this round was planned), or if it is one to train again."""
+    where: dict = {}  # label -> position, per dimension: growth only appends labels, so positions stay valid
+
     def check(cells):
-        coords, codes = store.read_status(store_path)
-        where = {d: {plan._key(d, x): i for i, x in enumerate(coords[d])} for d in store.RUN_DIMS}
+        if not where:
+            coords, codes = store.read_status(store_path)
+            where.update({d: {plan._key(d, x): i for i, x in enumerate(coords[d])} for d in store.RUN_DIMS})
+        else:  # the status array alone, read afresh (one small file and its chunk, not the whole group's metadata)
+            codes = _status_codes(store_path)
         out = []
         for cell in cells:
             idx = tuple(where[d].get(plan._key(d, x)) for d, x in zip(store.RUN_DIMS, cell.labels()))
-            out.append(None not in idx and (int(codes[idx]) in todo_codes or cell in again))
+            if None in idx or any(i >= n for i, n in zip(idx, codes.shape)):  # a label added since: look again
+                where.clear()
+                return check(cells)
+            out.append(int(codes[idx]) in todo_codes or cell in again)
         return out
 
     return check
+
+
+def _status_codes(store_path):
+    import numpy as np
+    import zarr
+
+    return np.asarray(zarr.open_array(str(Path(store_path) / "status"), mode="r", zarr_format=3)[:])
 
 
 def _task_tokens(configs) -> int:

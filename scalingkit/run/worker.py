@@ -59,13 +59,15 @@ def run_batch(store_path: str, cells, configs, family_spec: dict, threads: int, 
     default: stacked when there are several cells. on_checkpoint(spec): called with the task's CheckpointSpec before
     training (a SLURM job keeps it to request a save when it is preempted). Never raises: if the batch fails, every
     cell's Outcome is 'failed'."""
-    from scalingkit.store import adopt, claims
+    from scalingkit.store import RunWriter, adopt, claims
 
     stacked = len(cells) > 1 if stacked is None else stacked
     start = time.perf_counter()
     try:
         mine = claims.enter(store_path, {cell: tickets[cell] for cell in cells if cell in tickets})
-        done = adopt.finished(store_path, [cell for cell in cells if cell in mine])
+        writer = RunWriter(store_path, guard=claims.guard(store_path, mine))
+        done = adopt.finished(store_path, [cell for cell in cells if cell in mine],
+                              positions={cell: writer.index(cell) for cell in cells if cell in mine})
     except Exception as exc:  # noqa: BLE001 - the store could not be read: every cell fails, with the reason
         return _failed(cells, exc, start)
     out: dict = {}
@@ -77,22 +79,21 @@ def run_batch(store_path: str, cells, configs, family_spec: dict, threads: int, 
                                 0.0, already=True)
     todo = [i for i, cell in enumerate(cells) if cell not in out]
     if todo:
-        trained = _train(store_path, tuple(cells[i] for i in todo), tuple(configs[i] for i in todo), family_spec,
-                         threads, mine, stacked, on_checkpoint, start)
+        trained = _train(store_path, writer, tuple(cells[i] for i in todo), tuple(configs[i] for i in todo),
+                         family_spec, threads, stacked, on_checkpoint, start)
         out.update((o.cell, o) for o in trained)
     return [out[cell] for cell in cells]
 
 
-def _train(store_path, cells, configs, family_spec, threads, tickets, stacked, on_checkpoint, start) -> list:
+def _train(store_path, writer, cells, configs, family_spec, threads, stacked, on_checkpoint, start) -> list:
     from scalingkit.families import build_family
-    from scalingkit.store import RunWriter, adopt, claims
+    from scalingkit.store import adopt, claims
     from scalingkit.train import engine
 
     lost: set[int] = set()
     try:
         set_threads(threads)
         family = build_family(cells[0].family, family_spec)
-        writer = RunWriter(store_path, guard=claims.guard(store_path, tickets))
         partial = _PartialSaver(writer, cells, configs[0].settings.checkpoint_seconds, lost)
         every = configs[0].settings.checkpoint_minutes * 60.0
         checkpoint = None

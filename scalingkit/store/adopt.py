@@ -63,15 +63,21 @@ def _index(coords: dict, cells) -> tuple[list, list]:
     return kept, runs
 
 
-def finished(store, cells, coords=None, codes=None) -> dict:
+def finished(store, cells, coords=None, codes=None, positions: dict | None = None) -> dict:
     """Of `cells`, those whose stored values carry a checksum and verify against it: {Cell: the status it records
-    (done or diverged)}. A cell without a checksum, or whose values do not match it, is not finished."""
+    (done or diverged)}. A cell without a checksum, or whose values do not match it, is not finished. positions:
+    {Cell: its index in the stored order} where the caller knows them (a worker's RunWriter.index); else the labels
+    are read. Costs one chunk read per cell, and the run's other chunks only where a checksum is there."""
     cells = list(cells)
     if not cells:
         return {}
-    if coords is None or codes is None:
-        coords, codes = read_status(store)
-    kept, runs = _index(coords, cells)
+    if positions is None:
+        if coords is None:
+            coords, codes = read_status(store)
+        kept, runs = _index(coords, cells)
+    else:
+        kept = [c for c in cells if c in positions]
+        runs = [tuple(positions[c]) for c in kept]
     if not runs:
         return {}
     texts, state = chunks.RunArray(store, CHECKSUM).read(np.array(runs))
@@ -82,21 +88,23 @@ def finished(store, cells, coords=None, codes=None) -> dict:
         except ValueError:
             parsed = None
         if parsed is not None and parsed.status in integrity.CHECKED:
-            sums[i] = parsed.status
+            sums[i] = parsed
     if not sums:
         return {}
-    as_checksummed = np.array(codes, copy=True)  # each candidate read as the status its checksum records
-    for i, status in sums.items():
-        as_checksummed[runs[i]] = STATUS_CODE[status]
-    check = integrity.Runs(store, coords, as_checksummed, True, True)
-    picked = np.array([runs[i] for i in sums])
+    order = list(sums)
+    picked = np.array([runs[i] for i in order])
+    keys = {i: integrity.run_key(kept[i].labels()) for i in order}
     bad: set = set()
     for name in integrity.COVERED:
         if not (Path(store) / name / "zarr.json").exists():
             continue
         values, st = chunks.RunArray(store, name).read(picked)
-        bad |= set(check.problems(name, picked, values, st))
-    return {kept[i]: status for i, status in sums.items() if tuple(runs[i]) not in bad}
+        for row, i in enumerate(order):
+            expected = sums[i].digests.get(name)
+            if st[row] == chunks.UNREADABLE or (expected is not None and
+                                                 integrity.digest(keys[i], name, values[row]) != expected):
+                bad.add(i)
+    return {kept[i]: sums[i].status for i in order if i not in bad}
 
 
 def adopt(store, gone: list) -> dict:

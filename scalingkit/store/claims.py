@@ -131,6 +131,20 @@ def register(store, owner: Owner) -> Owner:
     return owner
 
 
+def register_many(store, owners: list) -> list:
+    """register() for many owners (a job array's), each file written whole, flushed to disk once at the end."""
+    (folder(store) / "owners").mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for owner in owners:  # new files nobody reads yet: renamed into place whole, the folder flushed once
+        owner.renewed_at = now
+        path = _owner_file(store, owner.id)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(asdict(owner), indent=2))
+        os.replace(tmp, path)
+    atomic.sync_dir(folder(store) / "owners")
+    return owners
+
+
 def set_jobs(store, jobs: list) -> None:
     """Record the job ids of submitted job owners: [(Owner, job id, log file, outcomes file)]. Under the lock; each
     submission is logged ("submit", one line per claimed cell, with the job id)."""
@@ -197,24 +211,32 @@ def claim(store, owner: Owner, cells: Iterable[Cell], claimable: Callable[[list[
     """Claim, under the store's lock, every cell of `cells` that no live owner holds and that claimable(cells) (called
     under the lock: the status is current) allows. Claims of gone owners are dropped on the way (and their finished
     cells adopted: expire). Returns {cell: Ticket} for the cells claimed."""
-    cells = list(cells)
+    return claim_for(store, [(owner, cells)], claimable)[0]
+
+
+def claim_for(store, wanted: list, claimable: Callable[[list[Cell]], list[bool]]) -> list[dict]:
+    """claim() for several owners at once, [(Owner, cells)], in one pass under the lock (a job array's owners: one
+    expiry, one look at the status, one write of the claims, however many jobs). Returns {cell: Ticket} per owner."""
     with lock(store):
         table, _ = _expire(store)
-        free = [cell for cell in cells if cell_key(cell) not in table]
-        allowed = claimable(free) if free else []
-        got, events = {}, []
-        for cell, ok in zip(free, allowed):
-            if not ok:
+        free = []
+        for owner, cells in wanted:
+            free += [(owner, cell) for cell in cells if cell_key(cell) not in table]
+        allowed = claimable([cell for _, cell in free]) if free else []
+        got: dict = {}
+        events = []
+        for (owner, cell), ok in zip(free, allowed):
+            if not ok or cell_key(cell) in table:  # a cell listed twice goes to the first owner
                 continue
             entry = {"cell": list(cell.labels()), "owner": owner.id, "host": owner.host, "pid": owner.pid,
                      "job": owner.job, "token": uuid.uuid4().hex, "since": _now()}
             table[cell_key(cell)] = entry
-            got[cell] = Ticket(owner.id, entry["token"])
+            got.setdefault(owner.id, {})[cell] = Ticket(owner.id, entry["token"])
             events.append(("claim", entry, owner.id))
         if events:
             _save(store, table)
             _log(store, events)
-    return got
+    return [got.get(owner.id, {}) for owner, _ in wanted]
 
 
 def expire(store) -> dict:
