@@ -97,12 +97,14 @@ def _adopt(path) -> dict:
 
     if not (claims.folder(path) / "cells.json").exists():
         return {"runs": 0, "by_status": {}}
+    from scalingkit.errors import StoreError
+
     try:
         adopted = claims.expire(path)
-    except OSError as exc:
+    except (OSError, StoreError) as exc:  # a read-only store: status still reads it
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return {"runs": 0, "by_status": {},
-                "note": "runs finished by gone coordinators or jobs are not recorded: cannot write the store here "
-                        f"({exc.strerror or exc})"}
+                "note": f"runs that gone coordinators or jobs finished are not recorded here: {why}"}
     counts: dict = {}
     for status in adopted.values():
         counts[status] = counts.get(status, 0) + 1

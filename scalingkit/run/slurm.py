@@ -125,10 +125,13 @@ class SlurmExecutor:
         for key in ("partition", "cpus_per_task", "gpus_per_task", "mem", "array_parallelism"):
             if getattr(s, key) is not None:
                 params[key] = getattr(s, key)
+        size = max_array_size()
+        jobs = []
         try:
             ex.update_parameters(**params)
-            with ex.batch():
-                jobs = [ex.submit(task) for task in tasks]
+            for start in range(0, len(tasks), size):  # SLURM's MaxArraySize bounds an array: several if needed
+                with ex.batch():
+                    jobs += [ex.submit(task) for task in tasks[start:start + size]]
         except subprocess.CalledProcessError as exc:
             detail = (exc.stderr or exc.output or b"")
             detail = detail.decode(errors="replace") if isinstance(detail, bytes) else str(detail)
@@ -136,6 +139,24 @@ class SlurmExecutor:
         except (OSError, ValueError, submitit.core.utils.FailedSubmissionError) as exc:
             raise UserError(f"could not submit the job array: {_first_line(str(exc))}") from None
         return jobs
+
+
+_MAX_ARRAY: list = []
+
+
+def max_array_size() -> int:
+    """How many elements one job array may have here (SLURM's MaxArraySize; its default, 1001, allows 1,000)."""
+    if not _MAX_ARRAY:
+        size = 1000
+        try:
+            out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
+            match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
+            if match:
+                size = max(1, int(match.group(1)) - 1)  # indices run from 0 to MaxArraySize - 1
+        except (OSError, subprocess.SubprocessError):
+            pass
+        _MAX_ARRAY.append(size)
+    return _MAX_ARRAY[0]
 
 
 def _first_line(text: str) -> str:
@@ -280,65 +301,92 @@ def _job_log(store_path, job) -> str:
 
 def run_round(store_path, tasks, ex: SlurmExecutor, threads: int, claimable, again: dict, tried: set, report, recorder,
               echo, detach: bool, begin_redo) -> None:
-    """Claim each task's cells for a job owner of its own, submit the round as one job array, record each job's
-    job id; then (unless detach) wait for the jobs, recording each one's outcomes as it ends. begin_redo(store, cells):
-    the runner's preparation of runs to train again, under the lock as they are claimed."""
+    """Submit the round's tasks as job arrays of at most MaxArraySize elements, keeping at most MAX_QUEUED of this
+    round's jobs in the queue at once (more are submitted as these end), each task's cells claimed for a job owner of
+    its own just before its array goes out; record each job's outcomes as it ends. detach: submit up to MAX_QUEUED
+    and return (a later call submits the rest). begin_redo(store, cells): the runner's preparation of runs to train
+    again, under the lock as they are claimed."""
+    todo, pending, arrays = list(tasks), [], []
+    chunk = max_array_size()
+    try:
+        while todo or pending:
+            while todo and len(pending) + min(chunk, len(todo)) <= max(MAX_QUEUED, chunk):
+                batch, todo = todo[:chunk], todo[chunk:]
+                pending += _submit(store_path, batch, ex, threads, claimable, again, tried, report, echo, arrays,
+                                   begin_redo)
+            if detach:
+                report.submitted += sum(len(item[2]) for _, item in pending)
+                if todo:
+                    echo(f"{sum(len(t.cells) for t in todo)} runs not submitted yet (at most {MAX_QUEUED:,} queued "
+                         "at once): the next `train --detach` or `train --fill-missing` submits them")
+                return
+            pending = _poll(store_path, pending, report, recorder)
+    except KeyboardInterrupt:
+        if arrays:
+            echo(f"interrupted: SLURM jobs {', '.join(arrays)} go on running on the cluster; `scalingkit status` "
+                 f"shows them, `scalingkit train --fill-missing` records them, `scancel {' '.join(arrays)}` stops "
+                 "them")
+        raise
+
+
+MAX_QUEUED = 2000  # one round's jobs in SLURM's queue at once (MaxJobCount, 10,000 by default, is the whole cluster's)
+
+
+def _submit(store_path, tasks, ex, threads, claimable, again, tried, report, echo, arrays: list, begin_redo) -> list:
+    """Claim `tasks`' cells for one job owner each, submit them as one array, record the job ids. Returns the
+    submitted [(job, (owner, task, cells, configs, tickets))]."""
     from scalingkit import store
     from scalingkit.store import claims
 
     items = []  # (owner, task, cells, configs, tickets)
     with store.lock(store_path):
-        for task in tasks:
-            owner = claims.register(store_path, claims.job_owner("slurm"))
-            got = claims.claim(store_path, owner, task.cells, claimable)
+        owners = claims.register_many(store_path, [claims.job_owner("slurm") for _ in tasks])
+        granted = claims.claim_for(store_path, list(zip(owners, [t.cells for t in tasks])), claimable)
+        unused = []
+        for owner, task, got in zip(owners, tasks, granted):
             if not got:
-                claims.retire(store_path, owner)
+                unused.append(owner)
                 continue
-            begin_redo(store_path, [cell for cell in got if cell in again])
             keep = [i for i, cell in enumerate(task.cells) if cell in got]
             cells = tuple(task.cells[i] for i in keep)
             items.append((owner, task, cells, tuple(task.configs[i] for i in keep), {c: got[c] for c in cells}))
+        if unused:
+            claims.retire(store_path, unused)
+        begin_redo(store_path, [cell for *_, tickets in items for cell in tickets if cell in again])
     if not items:
-        return
+        return []
     owners = [item[0] for item in items]
     try:
         jobs = ex.submit([SlurmTask(store_path, cells, configs, task.family_spec, threads, tickets,
                                     task.stacked or len(cells) > 1)
                           for _, task, cells, configs, tickets in items])
     except BaseException:
-        claims.retire(store_path, owners)  # nothing was submitted: the cells are free again
+        claims.retire(store_path, owners)  # not submitted: its cells are free again (jobs submitted before go on)
         raise
     claims.set_jobs(store_path, [(owner, job.job_id, str(job.paths.stderr), str(outcomes_path(store_path, job.job_id)))
                                  for owner, job in zip(owners, jobs)])
     n = sum(len(item[2]) for item in items)
     array = jobs[0].job_id.split("_")[0]
+    arrays.append(array)
     report.planned += n
     report.jobs.append(array)
     for item in items:
         tried.update(item[2])
     at_once = min(len(jobs), ex.settings.array_parallelism or len(jobs))
-    echo(f"submitted {n} run{'s' if n != 1 else ''} as SLURM job {'array ' if len(jobs) > 1 else ''}{array} "
+    echo(f"submitted {n} run{'s' if n != 1 else ''} as SLURM {'job array' if len(jobs) > 1 else 'job'} {array} "
          f"({len(jobs)} job{'s' if len(jobs) != 1 else ''}, up to {at_once} at a time; {ex.describe()}; "
          f"logs in {ex.folder})")
-    if detach:
-        report.submitted += n
-        return
-    try:
-        _wait(store_path, list(zip(jobs, items)), report, recorder, echo)
-    except KeyboardInterrupt:
-        echo(f"interrupted: the jobs of array {array} go on running on the cluster; `scalingkit status` shows them, "
-             f"`scalingkit train --fill-missing` records them, `scancel {array}` stops them")
-        raise
+    return list(zip(jobs, items))
 
 
-def _wait(store_path, pending: list, report, recorder, echo) -> None:
-    """Record each job's outcomes as it ends: from its result file, or, for a job that ended without one, from its
-    runs as stored (adopt.finished) and SLURM's final state (sacct)."""
+def _poll(store_path, pending: list, report, recorder) -> list:
+    """Wait until at least one job of `pending` has ended (or a few seconds passed), record the outcomes of those that
+    ended: from the result file, or, for a job that ended without one, from its runs as stored (adopt.finished) and
+    SLURM's final state (sacct). Returns the jobs still pending."""
     from scalingkit.store import claims
 
-    ended_at: dict = {}  # job id -> when it was first seen out of the queue without a result
     pause = POLL_SECONDS[0]
-    while pending:
+    while True:
         states = claims.job_states([job.job_id for job, _ in pending]) or {}
         still = []
         for job, item in pending:
@@ -348,17 +396,22 @@ def _wait(store_path, pending: list, report, recorder, echo) -> None:
             elif states.get(job.job_id, "PENDING") in claims.LIVE_JOB_STATES:
                 still.append((job, item))
                 continue
-            elif time.monotonic() - ended_at.setdefault(job.job_id, time.monotonic()) < RESULT_GRACE_SECONDS:
+            elif time.monotonic() - _ENDED.setdefault(job.job_id, time.monotonic()) < RESULT_GRACE_SECONDS:
                 still.append((job, item))
                 continue
             else:
-                outcomes = _without_result(store_path, job, cells, report)
+                outcomes = _without_result(store_path, job, cells)
             recorder.record(outcomes, tickets)
             claims.retire(store_path, owner)
-        pause = POLL_SECONDS[0] if len(still) < len(pending) else min(2 * pause, POLL_SECONDS[1])
-        pending = still
-        if pending:
-            time.sleep(pause)
+            for done in (job.paths.submitted_pickle, job.paths.result_pickle):  # the logs stay, not submitit's pickles
+                done.unlink(missing_ok=True)
+        if len(still) < len(pending) or not still:
+            return still
+        time.sleep(pause)
+        pause = min(2 * pause, POLL_SECONDS[1])
+
+
+_ENDED: dict = {}  # job id -> when it was first seen out of the queue without a result file
 
 
 def _result(job, cells) -> list:
@@ -383,7 +436,7 @@ def _load_result(job):
     return utils.pickle_load(job.paths.result_pickle)
 
 
-def _without_result(store_path, job, cells, report) -> list:
+def _without_result(store_path, job, cells) -> list:
     """A job that left the queue without a result: its runs that verify as written are finished (it was killed
     after writing them); a cancelled job's other runs are left missing (their checkpoints kept); any other end is a
     failure naming SLURM's state and the log."""
