@@ -1,5 +1,6 @@
 """Shared helpers: tiny real sweeps (seconds on 2 CPU cores) and a way to run the real CLI."""
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,12 @@ import torch
 # One intra-op thread, as the workers use: on a shared 2-core machine a second spinning thread slows small models
 # by an order of magnitude, and the tests' tiny models gain nothing from it.
 torch.set_num_threads(1)
+
+# Run in the background (`make test &`), the shell starts pytest with SIGINT ignored, and every process the tests
+# start would inherit that and shrug off the Ctrl-C they are sent: restore Python's own handler (reset to the
+# default in each child at exec).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 SCALINGKIT = [sys.executable, "-m", "scalingkit.cli.main"]

@@ -10,6 +10,7 @@ import numpy as np
 from conftest import tiny_sweep_text
 from scalingkit import store
 from scalingkit.run import runner
+from scalingkit.store import adopt
 from scalingkit.sweep import spec as sweep
 from scalingkit.train.probe import Probe
 
@@ -43,9 +44,11 @@ def _runs(path):
 
 
 def _forget(path, lrs):
-    """As if these runs had never finished (killed before the coordinator recorded them)."""
+    """As if these runs had never been written whole (killed before their checksum, the last write: a run whose
+    checksum verifies would be adopted, not trained again)."""
     cells = [c for c in sweep.from_table(tomllib.loads(TEXT)).cells() if c.lr in lrs]
     with store.lock(path):
+        adopt.clear_checksums(path, cells)
         store.RunWriter(path).write_status([(c, "missing") for c in cells])
 
 
