@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, SCALINGKIT, run_cli
+from conftest import REPO, SCALINGKIT, one_line_error, run_cli
 from scalingkit import store
 from scalingkit.cli import tables
 from scalingkit.run import runner
@@ -79,7 +79,7 @@ def reference(tmp_path_factory):
 
 def assert_same_runs(cube, ref):
     a, b = store.open_cube(cube), store.open_cube(ref)
-    b = b.sel(lr=a["lr"].values)  # a cube of some of the reference's runs
+    b = b.sel(lr=a["lr"].values, seed=a["seed"].values)  # a cube of some of the reference's runs
     assert (a["status"].values == "done").all(), a["status"].values
     for name in (*CURVES, "final_eval_loss", "final_exact_loss", "config_hash"):
         assert np.array_equal(a[name].values, b[name].values, equal_nan=a[name].dtype.kind == "f"), name
@@ -238,6 +238,31 @@ def test_slurm_jobs_outlive_their_coordinator_and_resume_after_requeue_cancel_an
     assert sorted(events(cube, "claim").values()) == [1, 2]  # B claimed again to be resubmitted; A never
     assert len(events(cube, "adopt")) == 1
     assert checkpoints(cube) == []  # removed once the runs were recorded
+
+
+def test_slurm_submits_in_arrays_of_max_array_size_and_keeps_at_most_the_cap_queued(slurm_cluster, reference,  # noqa: F811, E501
+                                                                                       tmp_path):
+    """Arrays of at most SCALINGKIT_SLURM_ARRAY_SIZE (here 1) elements, at most SCALINGKIT_SLURM_MAX_QUEUED (here 2)
+    of a round's jobs queued at once: --detach submits 2 of 3 runs and says the third is left; the next train waits
+    for the 2 (owned by their jobs, not submitted again), submits the third, and every run is done, claimed once."""
+    require_accounting(slurm_cluster)
+    cube = tmp_path / "store" / "cube.zarr"
+    three = write(tmp_path, LOAD.replace("seeds = [0, 1]", "seeds = [0]").replace(", 3e-2]", "]"))
+    env = {**os.environ, "SCALINGKIT_SLURM_ARRAY_SIZE": "1", "SCALINGKIT_SLURM_MAX_QUEUED": "2"}
+    bad = run_cli("train", three, "--fill-missing", "--store", cube, *SLURM,
+                  env={**env, "SCALINGKIT_SLURM_MAX_QUEUED": "0"})
+    assert "SCALINGKIT_SLURM_MAX_QUEUED='0'" in one_line_error(bad) and not cube.exists()
+    first = run_cli("train", three, "--fill-missing", "--store", cube, *SLURM, "--detach", env=env)
+    assert first.returncode == 0, first.stderr
+    assert len(re.findall(r"submitted 1 run as SLURM job \d+ \(1 job", first.stdout)) == 2, first.stdout
+    assert "1 run not submitted yet (at most 2 queued at once)" in first.stdout, first.stdout
+    second = run_cli("train", three, "--fill-missing", "--store", cube, *SLURM, env=env)
+    assert second.returncode == 0, second.stderr
+    assert len(re.findall(r"submitted 1 run as SLURM job", second.stdout)) == 1, second.stdout
+    assert statuses(cube) == {"done": 3}
+    assert len(events_jobs(cube)) == 3 and set(events(cube, "claim").values()) == {1}
+    assert set(events(cube, "start").values()) == {1} and len(events(cube, "start")) == 3
+    assert_same_runs(cube, reference / "load.zarr")
 
 
 def events_jobs(cube) -> set:

@@ -85,6 +85,8 @@ class SlurmExecutor:
             raise UserError("--executor slurm needs submitit (pip install submitit)") from None
         from scalingkit.store import adopt
 
+        for name in ("SCALINGKIT_SLURM_ARRAY_SIZE", "SCALINGKIT_SLURM_MAX_QUEUED"):
+            _env_int(name)  # a bad value is refused before anything is claimed or submitted
         self.settings = settings
         self.minutes = parse_time(settings.time) if settings.time is not None else None
         self.folder = adopt.logs_folder(store_path)
@@ -145,18 +147,42 @@ _MAX_ARRAY: list = []
 
 
 def max_array_size() -> int:
-    """How many elements one job array may have here (SLURM's MaxArraySize; its default, 1001, allows 1,000)."""
+    """How many elements one job array may have here: SLURM's MaxArraySize (indices 0 to MaxArraySize - 1; its
+    default, 1001, allows 1,001), or SCALINGKIT_SLURM_ARRAY_SIZE where a site wants smaller arrays."""
     if not _MAX_ARRAY:
-        size = 1000
-        try:
-            out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
-            match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
-            if match:
-                size = max(1, int(match.group(1)) - 1)  # indices run from 0 to MaxArraySize - 1
-        except (OSError, subprocess.SubprocessError):
-            pass
+        size = _env_int("SCALINGKIT_SLURM_ARRAY_SIZE")
+        if size is None:
+            size = 1000
+            try:
+                out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
+                                     timeout=30).stdout
+                match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
+                if match:
+                    size = max(1, int(match.group(1)))
+            except (OSError, subprocess.SubprocessError):
+                pass
         _MAX_ARRAY.append(size)
     return _MAX_ARRAY[0]
+
+
+def max_queued() -> int:
+    """How many of one round's jobs may wait in the queue at once: MAX_QUEUED, or SCALINGKIT_SLURM_MAX_QUEUED (a
+    site's per-user job limit, MaxSubmitJobs, may be lower)."""
+    value = _env_int("SCALINGKIT_SLURM_MAX_QUEUED")
+    return MAX_QUEUED if value is None else value
+
+
+def _env_int(name: str) -> int | None:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UserError(f"{name}={text!r}: must be a whole number of at least 1")
+    return value
 
 
 def _first_line(text: str) -> str:
@@ -307,17 +333,18 @@ def run_round(store_path, tasks, ex: SlurmExecutor, threads: int, claimable, aga
     and return (a later call submits the rest). begin_redo(store, cells): the runner's preparation of runs to train
     again, under the lock as they are claimed."""
     todo, pending, arrays = list(tasks), [], []
-    chunk = max_array_size()
+    chunk, cap = max_array_size(), max_queued()
     try:
         while todo or pending:
-            while todo and len(pending) + min(chunk, len(todo)) <= max(MAX_QUEUED, chunk):
+            while todo and len(pending) + min(chunk, len(todo)) <= max(cap, chunk):
                 batch, todo = todo[:chunk], todo[chunk:]
                 pending += _submit(store_path, batch, ex, threads, claimable, again, tried, report, echo, arrays,
                                    begin_redo)
             if detach:
                 report.submitted += sum(len(item[2]) for _, item in pending)
                 if todo:
-                    echo(f"{sum(len(t.cells) for t in todo)} runs not submitted yet (at most {MAX_QUEUED:,} queued "
+                    left = sum(len(t.cells) for t in todo)
+                    echo(f"{left} run{'s' if left != 1 else ''} not submitted yet (at most {cap:,} queued "
                          "at once): the next `train --detach` or `train --fill-missing` submits them")
                 return
             pending = _poll(store_path, pending, report, recorder)
