@@ -108,6 +108,7 @@ def main():
     if "local" not in executors:
         executors.insert(0, "local")  # the baseline
     root = Path(args.keep or tempfile.mkdtemp(prefix="bench-executors-"))
+    root.mkdir(parents=True, exist_ok=True)
     sweep = root / "sweep.toml"
     sweep.write_text(sweep_text(args.cells))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
