@@ -7,11 +7,13 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test venv clean reproduce-cpu
 
 $(STAMP): setup.cfg setup.py
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
-	$(BIN)/python -m scalingkit.families.embedded
-	touch $(STAMP)
+	@echo "building $(VENV): the pinned dependencies (pip's output in $(VENV)/install.log)"
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@($(BIN)/pip install -q --upgrade pip && $(BIN)/pip install -q -e '.[test]') > $(VENV)/install.log 2>&1 \
+	  || (tail -n 20 $(VENV)/install.log; echo "error: installing into $(VENV) failed (log: $(VENV)/install.log)"; \
+	      exit 1)
+	@$(BIN)/python -c 'from scalingkit.families.embedded import main; main()'
+	@touch $(STAMP)
 
 venv: $(STAMP)
 
@@ -19,7 +21,7 @@ venv: $(STAMP)
 # on a fresh machine, and this re-fetches it if it went missing (a no-op when it is there).
 .PHONY: corpus
 corpus: $(STAMP)
-	$(BIN)/python -m scalingkit.families.embedded
+	$(BIN)/python -c 'from scalingkit.families.embedded import main; main()'
 
 # The CPU demo: train the embedded ER sweep into store/cube.zarr (a re-run trains only what is missing), print
 # L(N, D), the power-law fits with their verdicts, the Chinchilla fit and every compute-optimal method, then write

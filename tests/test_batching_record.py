@@ -108,3 +108,19 @@ def test_a_store_of_schema_2_reads_stack_variants_as_unknown_and_is_upgraded_wit
     assert store.attrs(path)["schema_version"] == store.SCHEMA_VERSION
     after = _runs(path)
     assert all(np.isnan(after[lr][2]) and np.array_equal(after[lr][0], before[lr][0]) for lr in before)
+
+
+def test_many_shapes_are_told_in_one_line_per_way_of_training_them():
+    from scalingkit.sweep.batching import Choice
+
+    def probed(width, speed, memory):
+        return Choice(f"er128/sp/2x{width}", 3, memory, f"probe: batch of 3 {speed}x one by one", stacked=True)
+
+    few = runner._choice_lines([probed(24, 1.58, 599), probed(32, 1.44, 450)])
+    assert few == ["er128/sp/2x24: batches of up to 3 (probe: batch of 3 1.58x one by one; memory allows 599)",
+                   "er128/sp/2x32: batches of up to 3 (probe: batch of 3 1.44x one by one; memory allows 450)"]
+    alone = Choice("er128/sp/2x64", 1, 222, "probe: batch of 3 0.9x one by one")
+    many = runner._choice_lines([probed(24, 1.58, 599), probed(32, 1.44, 450), probed(40, 1.38, 360), alone])
+    assert many == ["er128/sp/2x24, 2x32, 2x40: batches of up to 3 (probe: 1.38x-1.58x as fast as one by one; "
+                    "memory allows 360-599)",
+                    "er128/sp/2x64: one by one (probe: batch of 3 0.9x one by one; memory allows 222)"]

@@ -38,3 +38,21 @@ def test_with_an_exact_floor_each_slice_shows_its_excess_loss_fit_and_the_count_
     # the excess exponents printed are the fits' own, near the true 0.9
     excess = [r.diagnostics["excess"]["alpha"] for r in coll.results if r.provenance["axis"] == "D"]
     assert all(abs(a - 0.9) < 0.1 for a in excess) and all(f"{a:.3g}" in d_block for a in excess)
+
+
+def test_a_chinchilla_term_the_data_do_not_identify_is_said_to_be_unresolved():
+    """Data that depend on D only: the N term's exponent is free to wander (its interval reaches 0), so the table
+    marks alpha "not resolved" and says what rests on it; with both terms present nothing is marked."""
+    from scalingkit.cli.summaries import result_table, unresolved_exponents
+    from scalingkit.fit.chinchilla import Chinchilla
+
+    rng = np.random.default_rng(2)
+    N = np.repeat([1.7e4, 2.9e4, 4.4e4, 6.2e4, 1.07e5], 5)
+    D = np.tile([5e4, 1e5, 2e5, 4e5, 8e5], 5)
+    flat_in_n = 1.53 + 5e6 * D**-1.6 * (1 + 0.01 * rng.standard_normal(N.size))
+    loose = Chinchilla(bootstrap=200, workers=1, seed=0).fit(N, D, flat_in_n)
+    assert unresolved_exponents(loose) == ["alpha"]
+    assert "alpha not resolved: the 95% interval reaches 0" in result_table(loose)
+    both = 1.53 + 3e2 * N**-0.5 + 5e6 * D**-1.6 * (1 + 0.01 * rng.standard_normal(N.size))
+    tight = Chinchilla(bootstrap=200, workers=1, seed=0).fit(N, D, both)
+    assert unresolved_exponents(tight) == [] and "not resolved" not in result_table(tight)

@@ -96,8 +96,9 @@ COMMANDS = [results]
 @click.option("--no-compute", is_flag=True, help="Only reuse saved results; list the missing ones with the command "
                                                  "that would make each.")
 @click.option("--no-ranks", is_flag=True, help="Leave out Fig. 3 (it rebuilds every family).")
+@click.option("--verbose", is_flag=True, help="Say which saved result each part reuses and what it computes.")
 def report(store_path, out, markdown, fits_dir, n_convention, loss_kind, bootstrap, bootstrap_2d, forms, splits,
-           methods, optimal_bootstrap, budgets, seed, workers, no_compute, no_ranks):
+           methods, optimal_bootstrap, budgets, seed, workers, no_compute, no_ranks, verbose):
     """Write one self-contained HTML page of a store: per family the paper's Fig. 1 panels with every 1-d fit,
     its band and residuals, the excess-loss view, the Chinchilla fit, Fig. 15 (power against exponential per
     slice), the comparison of 2-d forms (Figs. 10/17) and every compute-optimal method side by side; then Fig. 2
@@ -146,7 +147,8 @@ def report(store_path, out, markdown, fits_dir, n_convention, loss_kind, bootstr
                               methods=tuple(methods_from(methods)), optimal_bootstrap=optimal_bootstrap,
                               budgets=tuple(budgets), seed=seed, workers=workers, ranks=not no_ranks,
                               compute=not no_compute)
-    result = write_report(store_path, out, markdown, fits_dir, settings, echo=lambda m: click.echo(m, err=True))
+    result = write_report(store_path, out, markdown, fits_dir, settings,
+                          echo=(lambda m: click.echo(m, err=True)) if verbose else (lambda m: None))
     counts = {s: sum(i.status == s for i in result.items) for s in ("reused", "computed", "missing", "failed")}
     click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v) + f" result(s); {result.bytes / 1e6:.2f} MB "
                f"in {result.seconds:.1f} s", err=True)

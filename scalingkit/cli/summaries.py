@@ -127,13 +127,16 @@ def slices_table(collection) -> str:
             lines.append(f"  L - floor: power law ahead of the exponential in {ahead} of {len(finite)} slices "
                          f"(median MSE ratio {num(median, 3)}; the offset fixed at the exact floor)")
     counts = collection.verdict_counts()
+    told = f"{notes} note(s) on these fits: --verbose or the saved JSON" if notes else ""
     if counts:
-        lines.append("slices by verdict (offset fitted): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        lines.append("slices by verdict (offset fitted): " + ", ".join(f"{k} {v}" for k, v in counts.items())
+                     + (f"; {told}" if told else ""))
+        told = ""
     skipped = collection.summary.get("skipped")
     if skipped:
         lines.append(f"skipped: {skipped}")
-    if notes:
-        lines.append(f"{notes} note(s) on these fits: --verbose or the saved JSON")
+    if told:
+        lines.append(told)
     return "\n".join(lines)
 
 
@@ -147,12 +150,31 @@ def result_table(result) -> str:
     if not result.converged:
         lines.append(f"  FAILED: {result.failure} (estimates withheld)")
         return "\n".join(lines)
-    cells = [f"{name} {with_interval(result, name)}" for name in result.params]
+    loose = unresolved_exponents(result)
+    cells = [f"{name} {with_interval(result, name)}" + (" not resolved" if name in loose else "")
+             for name in result.params]
     derived = getattr(result, "derived", {}) or {}
     cells += [f"{name} {num(value)}" + (f" [{num(result.intervals[name][0])}, {num(result.intervals[name][1])}]"
                                         if name in result.intervals else "") for name, value in derived.items()]
     for i in range(0, len(cells), 3):
         lines.append("  " + "   ".join(cells[i:i + 3]))
+    if loose:
+        lines.append(f"  {' and '.join(loose)} not resolved: the 95% interval reaches 0 or below, or the fit's bound "
+                     "(that term is not identified at these sizes); a, b, G, N_opt and D_opt rest on it")
     for note in result.diagnostics.get("notes", []):
         lines.append(f"  note: {note}")
     return "\n".join(lines)
+
+
+def unresolved_exponents(result) -> list[str]:
+    """A 2-d law's exponents (alpha, beta) that the data do not pin down: the 95% interval reaches 0 or below (no
+    decrease along that axis is established), or the estimate sits on a bound of its fit."""
+    if result.form not in ("chinchilla", "kaplan"):
+        return []
+    out = []
+    for name in ("alpha", "beta"):
+        iv = result.intervals.get(name)
+        if name in result.params and (name in result.diagnostics.get("at_bound", []) or
+                                      (iv is not None and iv[0] is not None and iv[0] <= 0)):
+            out.append(name)
+    return out

@@ -188,9 +188,15 @@ def _read_manifest(root: Path) -> dict | None:
     return None
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """`make`'s fetch of the corpus (called as a function: `python -m` on a module its package already imported
+    warns)."""
     try:
         where = fetch()
     except RuntimeError as exc:
         sys.exit(f"error: the embedded corpus could not be fetched: {exc}")
     print(f"embedded corpus ready in {where}")
+
+
+if __name__ == "__main__":
+    main()

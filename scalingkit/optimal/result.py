@@ -193,9 +193,12 @@ class OptimalReport:
         if agreement:
             lines.append(f"  {agreement}")
         n_notes = 0
+        failed: dict = {}  # one line per distinct failure (both IsoFLOP fits fail for the same reason)
         for r in self.results:
             if not r.converged:
-                lines.append(f"  {r.method}: FAILED: {r.failure}")
+                failed.setdefault(r.failure, []).append(r.method)
+        lines += [f"  {', '.join(methods)}: FAILED: {why}" for why, methods in failed.items()]
+        for r in self.results:
             notes = r.diagnostics.get("notes", [])
             n_notes += len(notes)
             if verbose:

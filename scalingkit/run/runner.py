@@ -12,6 +12,7 @@ claims (slurm.py). A task's checkpoint is removed once its runs are recorded don
 """
 from __future__ import annotations
 
+import re
 import time
 from contextlib import closing
 from dataclasses import dataclass, field, replace
@@ -303,15 +304,40 @@ def _tasks(store_path, todo, workers, device, batch_variants, decide, echo, told
     kind = _device_kind(items, batch_variants)
     recorded = attrs.get("batching", {}).get(kind, {})
     planned, choices = batching.plan_tasks(items, batch_variants, workers, kind, vocab, decide, recorded=recorded)
-    for choice in choices:
-        how = ("one by one" if not choice.stacked else f"batches of up to {choice.k}" if choice.k > 1
-               else "batched, one variant a batch")
-        line = f"{choice.shape}: {how} ({choice.reason}; memory allows {choice.memory_k:,})"
-        if choice.shape not in told:  # once per shape: later rounds follow the same (recorded) choice
-            echo(line)
-            told.add(choice.shape)
+    fresh = [c for c in choices if c.shape not in told]  # once per shape: later rounds follow the same choice
+    told.update(c.shape for c in fresh)
+    for line in _choice_lines(fresh):
+        echo(line)
     _record_choices(store_path, kind, [c for c in choices if c.new])
     return planned
+
+
+def _how(choice) -> str:
+    return ("one by one" if not choice.stacked else f"batches of up to {choice.k}" if choice.k > 1
+            else "batched, one variant a batch")
+
+
+def _choice_lines(choices: list) -> list[str]:
+    """One line per shape; beyond 3 shapes, one line per way of training them (a sweep of ten widths would
+    otherwise open with ten lines), the probe's speed-ups and the memory limits as ranges."""
+    if len(choices) <= 3:
+        return [f"{c.shape}: {_how(c)} ({c.reason}; memory allows {c.memory_k:,})" for c in choices]
+    groups: dict = {}
+    for c in choices:
+        groups.setdefault((_how(c), c.recorded), []).append(c)
+    lines = []
+    for (how, _), group in groups.items():
+        names = [group[0].shape] + [c.shape.rsplit("/", 1)[-1] if c.shape.rsplit("/", 1)[0] ==
+                                    group[0].shape.rsplit("/", 1)[0] else c.shape for c in group[1:]]
+        speeds = [float(x) for c in group for x in re.findall(r"(\d+(?:\.\d+)?)x one by one", c.reason)]
+        if len(speeds) == len(group) and len(group) > 1:
+            why = f"probe: {min(speeds):.2f}x-{max(speeds):.2f}x as fast as one by one"
+        else:
+            why = group[0].reason + (f"; {len(group) - 1} more alike" if len(group) > 1 else "")
+        memory = sorted({c.memory_k for c in group})
+        allows = f"{memory[0]:,}" if len(memory) == 1 else f"{memory[0]:,}-{memory[-1]:,}"
+        lines.append(f"{', '.join(names)}: {how} ({why}; memory allows {allows})")
+    return lines
 
 
 def _record_choices(store_path, kind: str, choices: list) -> None:
@@ -535,4 +561,4 @@ def _progress(total_tokens: int, runs: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total_tokens, unit="tok", unit_scale=True, disable=not enabled, dynamic_ncols=True,
-                desc=f"training {runs} runs", smoothing=0.1)
+                desc=f"training {runs} runs", smoothing=0.1, leave=False)  # the round's summary line stays

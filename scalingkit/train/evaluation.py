@@ -167,7 +167,9 @@ class _TableChunk:
         self.p, self.entropy, self.mass = p, entropy, mass
 
     def expected(self, logits: torch.Tensor) -> torch.Tensor:
-        return (self.p * logits).sum(-1, dtype=torch.float64)
+        # summed in float32 (V terms: ~1e-7 relative, far below the loss's standard error), then float64: a
+        # float64 accumulation of the dense product cost 3.5x as much (measured: 6.0 ms against 1.7 ms a chunk)
+        return (self.p * logits).sum(-1).double()
 
 
 def _law_chunk(law, seqs: np.ndarray, offset: int, device):
