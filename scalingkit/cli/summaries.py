@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+from scalingkit.fit.resolved import at_fitting_bound, unresolved_exponents  # noqa: F401 - used here and by tests
+
 FIXED = {"N": "D", "D": "N"}
 
 
@@ -34,18 +36,6 @@ def _floor_text(r) -> str:
         return ""
     kind = r.diagnostics.get("loss_floor_kind", "exact")
     return f"floor {floor:.4f} ({kind})"
-
-
-def at_fitting_bound(result, name: str) -> bool:
-    """The exponent ended on a bound of its fit, or its interval runs to one (0 or the form's upper bound)."""
-    if name in result.diagnostics.get("at_bound", []):
-        return True
-    if result.form != "powerlaw":  # only the power law's exponent bounds (0, 10) are known here
-        return False
-    value, iv = result.params.get(name), result.intervals.get(name)
-    bounds = result.diagnostics.get("exponent_bounds", (0.0, 10.0))
-    touches = lambda x: x is not None and any(math.isclose(x, b, abs_tol=1e-6) for b in bounds)  # noqa: E731
-    return touches(value) or (iv is not None and (touches(iv[0]) or touches(iv[1])))
 
 
 def _excess(r) -> dict:
@@ -164,17 +154,3 @@ def result_table(result) -> str:
     for note in result.diagnostics.get("notes", []):
         lines.append(f"  note: {note}")
     return "\n".join(lines)
-
-
-def unresolved_exponents(result) -> list[str]:
-    """A 2-d law's exponents (alpha, beta) that the data do not pin down: the 95% interval reaches 0 or below (no
-    decrease along that axis is established), or the estimate sits on a bound of its fit."""
-    if result.form not in ("chinchilla", "kaplan"):
-        return []
-    out = []
-    for name in ("alpha", "beta"):
-        iv = result.intervals.get(name)
-        if name in result.params and (name in result.diagnostics.get("at_bound", []) or
-                                      (iv is not None and iv[0] is not None and iv[0] <= 0)):
-            out.append(name)
-    return out

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from scalingkit.errors import UserError
+from scalingkit.fit.resolved import at_fitting_bound, unresolved_exponents
 from scalingkit.plots import style
 
 LOSS_MEANING = {"exact": "exact loss: the family's floor + the mean KL from its true next-token law (no target "
@@ -719,6 +720,7 @@ class Report:
             v = r.diagnostics.get("verdict") or {}
             ex = r.diagnostics.get("excess") or {}
             rows.append([f"L({axis})", f"{other} = {fmt(fixed, 4)}",
+                         "not resolved (at its fit's bound)" if at_fitting_bound(r, exp) else
                          with_interval(r.params.get(exp), r.intervals.get(exp)),
                          with_interval(r.params.get("E"), r.intervals.get("E")),
                          with_interval(r.params.get(amp), r.intervals.get(amp), 3),
@@ -745,10 +747,15 @@ class Report:
         if not res.converged:
             doc.p(f"The fit FAILED: {res.failure}.")
             return
-        rows = [[k, with_interval(v, res.intervals.get(k))] for k, v in {**res.params, **res.derived}.items()]
+        loose = unresolved_exponents(res)
+        rows = [[k, with_interval(v, res.intervals.get(k)) + (" (not resolved)" if k in loose else "")]
+                for k, v in {**res.params, **res.derived}.items()]
         doc.table(["parameter", "estimate [95%]"], rows,
                   caption=f"{res.diagnostics.get('interval_method', 'no bootstrap')}; objective "
                           f"{fmt(res.objective)}. " + self._provenance_line(item))
+        if loose:
+            doc.p(f"{' and '.join(loose)} not resolved: the 95% interval reaches 0 or below, or the fit's bound "
+                  "(that term is not identified at these sizes); a, b, G, N_opt and D_opt rest on it.")
 
     def _compare_table(self, doc: Doc, item: Item):
         d = item.obj
