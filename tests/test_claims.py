@@ -157,3 +157,28 @@ def test_a_worker_without_its_claim_writes_nothing_and_its_coordinator_records_n
     assert runner._record(str(path), [done], mine) == {cell}
     assert store.open_cube(path)["status"].values.ravel().tolist() == ["done"]
     assert json.loads((claims.folder(path) / "cells.json").read_text())["claims"] == {}  # released once recorded
+
+
+def test_the_claimable_check_reads_new_labels_once_and_refuses_cells_not_in_the_store(tmp_path):
+    """runner._still_to_train: positions are read once and kept; a label added since (the cube grew) makes it read
+    them again, and a cell whose labels the store lacks even then is simply not claimable (no endless re-reading)."""
+    import dataclasses
+    import tomllib
+
+    from conftest import tiny_sweep_text
+    from scalingkit import store
+    from scalingkit.run import runner
+    from scalingkit.sweep import plan, spec
+
+    path = tmp_path / "cube.zarr"
+    small = spec.from_table(tomllib.loads(tiny_sweep_text(widths=(16,), tokens=(6400,))))
+    plan.prepare(path, small)
+    check = runner._still_to_train(path, {store.STATUS_CODE["missing"]})
+    (cell,) = small.cells()
+    assert check([cell]) == [True]
+    grown = spec.from_table(tomllib.loads(tiny_sweep_text(widths=(16, 32), tokens=(6400,))))
+    plan.prepare(path, grown)  # a width added after the positions were read
+    new = [c for c in grown.cells() if c not in small.cells()]
+    stranger = dataclasses.replace(cell, lr=0.5)
+    assert check([*new, cell]) == [True] * len(new) + [True]
+    assert check([stranger, cell]) == [False, True]

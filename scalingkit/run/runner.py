@@ -511,18 +511,21 @@ def _still_to_train(store_path, todo_codes, again=()):
     coordinator may have finished it since this round was planned), or if it is one to train again."""
     where: dict = {}  # label -> position, per dimension: growth only appends labels, so positions stay valid
 
-    def check(cells):
-        if not where:
+    def check(cells, fresh=False):
+        if fresh or not where:
             coords, codes = store.read_status(store_path)
+            where.clear()
             where.update({d: {plan._key(d, x): i for i, x in enumerate(coords[d])} for d in store.RUN_DIMS})
         else:  # the status array alone, read afresh (one small file and its chunk, not the whole group's metadata)
             codes = _status_codes(store_path)
         out = []
         for cell in cells:
             idx = tuple(where[d].get(plan._key(d, x)) for d, x in zip(store.RUN_DIMS, cell.labels()))
-            if None in idx or any(i >= n for i, n in zip(idx, codes.shape)):  # a label added since: look again
-                where.clear()
-                return check(cells)
+            if None in idx or any(i >= n for i, n in zip(idx, codes.shape)):
+                if not fresh:  # a label added since the positions were read: read them again, once
+                    return check(cells, fresh=True)
+                out.append(False)  # not in the store at all: nothing to claim
+                continue
             out.append(int(codes[idx]) in todo_codes or cell in again)
         return out
 
