@@ -26,7 +26,7 @@ def _done_counts(stdout: str) -> int:
     return int(re.search(r"trained \d+/\d+ runs: (\d+) done", stdout).group(1))
 
 
-@pytest.mark.parametrize("trial", range(3))
+@pytest.mark.parametrize("trial", range(2))  # the race twice: each start order tried
 def test_two_coordinators_started_together_train_each_cell_exactly_once(tmp_path, write_sweep, trial):
     sweep_file = write_sweep(tiny_sweep_text(widths=(16, 32), tokens=(3200, 6400), lrs=(1e-2, 3e-3)))
     cube = tmp_path / "cube.zarr"

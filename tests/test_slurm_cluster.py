@@ -1,17 +1,14 @@
 """The one-node SLURM cluster the cluster executors are tested on (tests/slurm_cluster.py): it comes up, runs a
-submitit job array and a real training run, and cancelling or requeueing a running job is observable. A requeued
-training job resumes from its checkpoint and ends with the uninterrupted curve."""
+submitit job array, and cancelling a running job is observable. (A requeued training job's resume from its checkpoint
+is tested through the whole stack in tests/test_executors.py.)"""
 import logging
 import time
 
-import numpy as np
 import pytest
 
 from slurm_cluster import require_accounting, slurm_cluster  # noqa: F401 - the session fixture
 
 submitit = pytest.importorskip("submitit")
-
-ER = {"kind": "er", "nodes": 64, "edges": 256, "seed": 1}
 
 
 @pytest.fixture
@@ -52,44 +49,3 @@ def test_scancel_ends_a_running_job(executor, slurm_cluster):  # noqa: F811
     job._results_timeout_s = 0  # submitit waits 15 s for a result file a slow shared file system may show late
     with pytest.raises(submitit.core.utils.UncompletedJobError, match="CANCELLED"):
         job.result()
-
-
-def test_a_requeued_training_job_comes_back_and_resumes_from_its_checkpoint(executor, slurm_cluster, tmp_path):  # noqa: F811, E501
-    """engine.train runs in a SLURM job, saving a checkpoint after every step; `scontrol requeue` kills it and
-    puts it back in the queue; the job runs again (Restarts=1), resumes from the checkpoint, and returns the curve
-    of the same run trained here without interruption, bit for bit."""
-    import torch
-
-    from scalingkit.config import RunConfig, TrainSettings
-    from scalingkit.families import build_family
-    from scalingkit.train.checkpoint import CheckpointSpec
-    from scalingkit.train.engine import train
-
-    cfg = RunConfig("er64", "sp", 2, 16, tokens=16 * 20 * 200, lr=1e-2, seed=0,
-                    settings=TrainSettings(batch=16, context=20, eval_points=8, eval_sequences=32, device="cpu"))
-    path = tmp_path / "checkpoint.pt"
-
-    def job():
-        import os
-        import time as clock
-
-        torch.set_num_threads(1)
-        restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
-        slow = (lambda step: clock.sleep(0.05)) if restarts == "0" else None  # the first run is caught mid-way
-        return restarts, train(cfg, build_family("er64", ER), checkpoint=CheckpointSpec(path, 0, after_save=slow))
-
-    # Without srun the job's Python is the batch step itself: a requeue kills it KillWait (2 s) after SIGTERM,
-    # where an srun step also waits ~5 s on its dead srun (measured: 7.5 s from requeue to PENDING).
-    executor.update_parameters(slurm_use_srun=False)
-    submitted = executor.submit(job)
-    slurm_cluster.wait(path.exists, 120, "the job's first checkpoint")  # ~5 s: the job starts, imports torch
-    slurm_cluster.cli("scontrol", "requeue", submitted.job_id)
-    slurm_cluster.wait(lambda: slurm_cluster.job_state(submitted.job_id) == "PENDING", 60, "the job to be requeued")
-    # eligible again cred_expire + 1 = 6 s after the requeue (slurm_cluster.py), then it runs from the start
-    slurm_cluster.wait(lambda: slurm_cluster.job_state(submitted.job_id) != "PENDING", 60, "the job to run again")
-    restarts, result = submitted.result()
-    assert restarts == "1" and slurm_cluster.job(submitted.job_id)["Restarts"] == "1"
-    assert result.status == "done" and len(result.resumed_at) == 1 and 0 < result.resumed_at[0] < cfg.steps
-    full = train(cfg, build_family("er64", ER))
-    for name in ("steps", "train_loss", "eval_loss", "lr_now", "exact_loss"):
-        assert np.array_equal(getattr(result, name), getattr(full, name)), name
