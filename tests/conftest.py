@@ -103,3 +103,24 @@ def assert_estimates_inside_intervals(res, laws=("a", "b", "kN", "kD"), tag=None
     for name in ("N_opt", "D_opt", "tokens_per_param"):
         lo, hi = row["intervals"][name]
         assert lo < row["values"][name] < hi, (tag, name)
+
+
+def process_alive(pid: int) -> bool:
+    """The process runs (a zombie has ended; only its exit status waits to be collected)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return out

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, SCALINGKIT, one_line_error, run_cli
+from conftest import REPO, SCALINGKIT, child_pids, one_line_error, process_alive, run_cli
 from scalingkit import store
 from scalingkit.cli import tables
 from scalingkit.run import runner
@@ -124,24 +124,6 @@ def train_in_background(*args, env=None):
 # mid-way (SLURM lets a cancelled or requeued job run on for seconds), without burning the CPU (worker.py)
 def slow() -> dict:
     return {**os.environ, "SCALINGKIT_WORKER_HOOK": "pause-after-save:0.08"}  # os.environ now: SLURM_CONF set
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(stat.parent.name))
-        except (OSError, ValueError):
-            continue
-    return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def finished_cells(cube) -> int:
@@ -319,14 +301,14 @@ def test_after_the_coordinator_is_killed_the_next_train_adopts_finished_runs_and
                                "--workers", "2", "--batch-variants", "1", "--no-progress")
     try:
         wait_for(lambda: len(checkpoints(cube)) == 2, 180, "two runs under way")
-        workers = [p for p in children(proc.pid)
+        workers = [p for p in child_pids(proc.pid)
                    if "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
         os.kill(proc.pid, signal.SIGSTOP)
         wait_for(lambda: finished_cells(cube) == 2, 180, "both runs written", poll=0.5)
     finally:
         proc.kill()
         proc.communicate(timeout=30)
-    wait_for(lambda: not any(alive(w) for w in workers), 10, "the workers to die with their coordinator")
+    wait_for(lambda: not any(process_alive(w) for w in workers), 10, "the workers to die with their coordinator")
     assert statuses(cube) == {"missing": 3}  # nobody recorded them
     again = run_cli("train", "--fill-missing", "--store", cube, "--workers", "0", "--batch-variants", "1",
                     "--no-progress")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from conftest import REPO, SCALINGKIT, run_cli
+from conftest import REPO, SCALINGKIT, child_pids, process_alive, run_cli
 from scalingkit import store
 from scalingkit.store import claims
 
@@ -36,25 +36,6 @@ LONG = textwrap.dedent("""\
     """)  # 400 steps a run, a partial curve saved at each of 60 points: a live worker writes several times a second
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")  # a zombie has ended; only its exit status waits to be collected
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(stat.parent.name))
-        except (OSError, ValueError):
-            continue
-    return out
-
-
 def _mtimes(cube: Path) -> dict:
     return {f: f.stat().st_mtime for f in cube.rglob("*") if f.is_file()}
 
@@ -77,13 +58,13 @@ def test_killed_coordinator_takes_its_workers_with_it_and_its_claims_are_taken_o
     else:
         proc.kill()
         raise AssertionError("the runs never saved partial curves")
-    workers = _children(proc.pid)
+    workers = child_pids(proc.pid)
     assert len(workers) >= 2
     killed_at = time.time()
     proc.kill()  # SIGKILL: no handler, no cleanup
-    while time.time() < killed_at + 2 and any(_alive(w) for w in workers):
+    while time.time() < killed_at + 2 and any(process_alive(w) for w in workers):
         time.sleep(0.05)
-    assert not [w for w in workers if _alive(w)], "workers outlived their coordinator"
+    assert not [w for w in workers if process_alive(w)], "workers outlived their coordinator"
     proc.communicate(timeout=30)
     written = _mtimes(cube)
     time.sleep(1.5)
@@ -117,10 +98,10 @@ def test_without_prctl_a_watchdog_ends_the_worker_of_a_dead_parent():
     """The fallback where PR_SET_PDEATHSIG does not exist (macOS, Windows): a thread watching the parent pid."""
     parent = subprocess.Popen([sys.executable, "-c", PARENT, WATCHED], cwd=REPO, stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())
-    assert _alive(child)
+    assert process_alive(child)
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait(timeout=30)
     deadline = time.time() + 2
-    while time.time() < deadline and _alive(child):
+    while time.time() < deadline and process_alive(child):
         time.sleep(0.05)
-    assert not _alive(child)
+    assert not process_alive(child)
