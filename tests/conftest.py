@@ -56,6 +56,25 @@ def write_random_words(folder, seed: int, vocabulary: int, documents: int, words
     return folder
 
 
+@pytest.fixture(scope="session")
+def synthetic_cube(tmp_path_factory):
+    """(path, law): the default synthetic sweep of scalingkit.run.synthetic (10 widths x 8 budgets x 2 learning
+    rates, 16 points a curve, noise seed 0), written once through RunWriter and read by every compute-optimal
+    test module that wants it (building it takes 7-14 s). Read it; never write to it."""
+    from scalingkit.run.synthetic import chinchilla_cube
+
+    return chinchilla_cube(tmp_path_factory.mktemp("synthetic") / "cube.zarr", seed=0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_inputs(synthetic_cube):
+    """The compute-optimal inputs of synthetic_cube (optimal.from_cube), shared likewise: read, never change."""
+    from scalingkit.optimal import from_cube
+
+    (inputs,) = from_cube(synthetic_cube[0])
+    return inputs
+
+
 @pytest.fixture(scope="module")
 def private_cache(tmp_path_factory):
     """Token, tokenizer and generator caches under pytest's temporary folder, for a module that names it with

@@ -194,7 +194,7 @@ def test_attributes_are_written_whole_or_not_at_all(trained, tmp_path, monkeypat
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(atomic.os, "fsync", full)
+    monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(StoreError, match="No space left on device.*as they were"):
         store.set_attrs(cube, sweeps=[])
     monkeypatch.undo()

@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "scalingkit"
 
-# Which stage may import which, besides the shared modules (config, errors, progress, device), which every
+# Which stage may import which, besides the shared modules (config, errors, progress, device, durable), which every
 # stage may import and which import nothing of scalingkit but errors.
 # The flow: families -> model -> train -> store; sweep -> run; store -> fit -> optimal -> plots -> cli.
 ALLOWED = {
@@ -30,7 +30,7 @@ ALLOWED = {
     "plots": {"fit", "optimal", "store", "families", "sweep"},
     "cli": {"model", "train", "families", "store", "sweep", "run", "fit", "optimal", "plots"},
 }
-SHARED = {"config", "errors", "progress", "device"}
+SHARED = {"config", "errors", "progress", "device", "durable"}
 
 
 def module_name(path: Path) -> str:

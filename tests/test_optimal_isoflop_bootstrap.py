@@ -10,21 +10,17 @@ import pytest
 
 from conftest import assert_estimates_inside_intervals
 from scalingkit.fit.bootstrap import resample_indices
-from scalingkit.optimal import from_cube
 from scalingkit.optimal.inputs import Inputs
 from scalingkit.optimal.isoflop import bootstrap_optima, isoflop
-from scalingkit.run.synthetic import chinchilla_cube
 
 BUDGET = 1e13
 KINDS = ("parabola", "akima")
 
 
 @pytest.fixture(scope="module")
-def cube(tmp_path_factory):
+def cube(synthetic_inputs):
     """(inputs, [parabola, akima] with the default 200 draws)."""
-    path, _ = chinchilla_cube(tmp_path_factory.mktemp("isoflop") / "cube.zarr", seed=0)
-    (inputs,) = from_cube(path)
-    return inputs, isoflop(inputs, [BUDGET])
+    return synthetic_inputs, isoflop(synthetic_inputs, [BUDGET])
 
 
 def width(iv):

@@ -19,7 +19,6 @@ import pytest
 from scalingkit.optimal import from_cube, load_report, run_methods, save_report
 from scalingkit.optimal.envelope import envelope
 from scalingkit.optimal.isoflop import isoflop
-from scalingkit.run.synthetic import chinchilla_cube
 
 SETTINGS = {"bootstrap": 30, "grid": 50, "mlp": {"hidden": 64, "max_epochs": 600}}
 # method: (tolerance on a and b, largest error over 14 seeds)
@@ -34,15 +33,13 @@ TOLERANCE = {
 
 
 @pytest.fixture(scope="module")
-def cube(tmp_path_factory):
-    return chinchilla_cube(tmp_path_factory.mktemp("synthetic") / "cube.zarr", seed=0)
+def cube(synthetic_cube):
+    return synthetic_cube
 
 
 @pytest.fixture(scope="module")
-def report(cube):
-    path, _ = cube
-    (inputs,) = from_cube(path)
-    return run_methods(inputs, ["all"], budgets=[1e12, 1e13], **SETTINGS)
+def report(synthetic_inputs):
+    return run_methods(synthetic_inputs, ["all"], budgets=[1e12, 1e13], **SETTINGS)
 
 
 @pytest.mark.parametrize("method", list(TOLERANCE))

@@ -34,3 +34,30 @@ def test_an_optimum_outside_the_sampled_sizes_is_marked_as_an_extrapolation():
     marked = [line for line in text.splitlines() if line.strip().startswith("parametric") and "*" in line]
     assert marked and "outside the sampled N or D" in text
     assert not any("*" in line for line in text.splitlines() if line.strip().startswith("envelope"))
+
+
+def test_a_parametric_row_whose_alpha_the_runs_do_not_fix_says_so():
+    """Runs whose loss does not move with N (A ~ 0, 0.3% noise): the Chinchilla fit's alpha has no support, so
+    neither have a, b or N_opt; the row carries the flag and the table says so in one line. The same grid with
+    a real N term is resolved, and the line is absent."""
+    import pandas as pd
+
+    from scalingkit.optimal.inputs import Inputs
+    from scalingkit.optimal.parametric import parametric
+    from scalingkit.run.synthetic import Law
+
+    rng = np.random.default_rng(0)
+    N, D = (g.ravel() for g in np.meshgrid(np.geomspace(1e4, 1e5, 5), np.geomspace(1e5, 2e6, 6)))
+    for A, flagged in ((1e-9, True), (400.0, False)):
+        law = Law(E=2.0, A=A, B=40.0, alpha=0.5, beta=0.4)
+        loss = law(N, D) * (1 + 0.003 * rng.standard_normal(N.size))
+        res = parametric(Inputs("g", pd.DataFrame({"N": N, "D": D, "loss": loss})), [1e12], bootstrap=100)
+        assert res.converged, res.failure
+        assert ("alpha" in res.diagnostics.get("unresolved", [])) == flagged, res.diagnostics.get("exponent_intervals")
+        assert "beta" not in res.diagnostics.get("unresolved", [])  # the D term is fixed by the runs either way
+        assert res.diagnostics["exponent_intervals"]["beta"][0] > 0
+        text = OptimalReport("g", [res, _result("envelope", 0.5)]).table(verbose=False)
+        line = "parametric: alpha not resolved at these sizes: its a, b, N_opt and D_opt rest on it"
+        assert (line in text) == flagged, text
+        if flagged:
+            assert res.diagnostics["notes"][0].startswith("alpha [")

@@ -9,20 +9,16 @@ import numpy as np
 import pytest
 
 from conftest import assert_estimates_inside_intervals
-from scalingkit.optimal import from_cube
 from scalingkit.optimal.pipeline import run_methods
 from scalingkit.optimal.result import load_report, save_report
 from scalingkit.optimal.surrogate import surrogate
-from scalingkit.run.synthetic import chinchilla_cube
 
 BUDGET = 1e13
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    path, _ = chinchilla_cube(tmp_path_factory.mktemp("surrogate") / "cube.zarr", seed=0)
-    (inputs,) = from_cube(path)
-    return inputs
+def inputs(synthetic_inputs):
+    return synthetic_inputs
 
 
 def width(iv):

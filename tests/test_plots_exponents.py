@@ -80,3 +80,25 @@ def test_a_family_without_a_known_entropy_is_listed_not_placed(tmp_path):
         "no fit: ba/sp: too few points"]
     file = plot_exponents(points, tmp_path / "f.png")
     assert matplotlib.image.imread(file).shape[0] > 200
+
+
+def test_an_exponent_the_data_do_not_pin_down_is_not_resolved_and_not_averaged(tmp_path):
+    """L(N) flat to within the noise (A ~ 0): every alpha's interval runs to a bound of the fit, so no alpha is
+    plotted or averaged, and the panel says why; beta, which the data do fix, is summarised as before."""
+    from scalingkit.plots.exponents import exponents_figure
+
+    path = tmp_path / "cube.zarr"
+    law = Law(E=2.0, A=1e-9, B=40.0, alpha=0.3, beta=0.4)
+    chinchilla_cube(path, widths=WIDTHS, tokens=TOKENS, lrs=(0.01,), families={"flat": (SPECS["small"], law)},
+                    noise=0.002)
+    (p,), _ = exponent_points(path, bootstrap=200)
+    alphas = [s for s in p.slices if s["axis"] == "N"]
+    assert p.alpha["n"] == 0 and p.alpha["at_bound"] == len(TOKENS) and all(s["at_bound"] for s in alphas)
+    # one of them ended inside its bounds (noise seed 0: 1.59 in [0, 3.2]): only its interval says it is not fixed
+    assert any(1e-3 < s["value"] < 9.99 for s in alphas)
+    assert p.beta["n"] == len(WIDTHS) and abs(p.beta["mean"] - 0.4) < TOLERANCE
+    fig = exponents_figure([p])
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == [f"no L(N) slice fitted: {len(TOKENS)} not resolved at this size (at or reaching a bound of "
+                     "the fit)"]
+    assert not fig.axes[2].lines  # the alpha-by-slice panel draws nothing

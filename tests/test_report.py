@@ -75,6 +75,8 @@ def test_first_report_computes_saves_and_embeds_everything(first):
         ("optimal", "envelope,isoflop,parametric")]
     assert {r["source"] for r in rows} == {str(first["cube"])} and {r["loss"] for r in rows} == {"sampled"}
     md = (root / "report.md").read_text()
+    # what the store holds, sweep by sweep: every run of the synthetic sweep, counted from the cube
+    assert re.search(rf"\| [\w-]+ \| er64 \| widths 16-64, 50K-800K tokens \| {len(WIDTHS) * len(TOKENS)} \| ", md)
     linked = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
     assert len(linked) == len(srcs) and all((root / link).is_file() for link in linked)
     print(f"\nreport from nothing: {first['seconds']:.1f} s, {len(page) / 1e6:.2f} MB, {len(srcs)} figures")

@@ -82,6 +82,12 @@ def parametric(inputs: Inputs, budgets, *, bootstrap=200, seed=0, confidence=0.9
         intervals = {k: (float(lo[i]), float(hi[i])) for i, k in enumerate(names)}
         diag.update(interval_method=f"bootstrap over runs, {interval} ({int(bootstrap)} draws)",
                     bootstrap_failed=int(np.sum(~np.all(np.isfinite(draws), axis=1))))
+        # the law's own exponents over the same draws: an alpha or beta whose interval reaches 0 is not pinned down
+        # by the runs, and a, b, N_opt and D_opt all rest on it (fit/resolved.py reads the 2-d fits the same way)
+        ends = bs.percentile_interval(draw_params[:, 3:5], alpha)
+        diag["exponent_intervals"] = {k: (float(ends[0][i]), float(ends[1][i])) for i, k in enumerate(("alpha", "beta"))}
+    unresolved = [k for k in ("alpha", "beta") if k in fit.diagnostics.get("at_bound", [])
+                  or diag.get("exponent_intervals", {}).get(k, (1.0,))[0] <= 0]
     rows = []
     for j, c in enumerate(np.atleast_1d(budgets)):
         k = len(names) + 3 * j
@@ -92,4 +98,11 @@ def parametric(inputs: Inputs, budgets, *, bootstrap=200, seed=0, confidence=0.9
     p = fit.params
     diag["notes"] = list(fit.diagnostics.get("notes", [])) + [f"from E={p['E']:.4g}, A={p['A']:.4g}, B={p['B']:.4g}, alpha={p['alpha']:.4g}, "
                      f"beta={p['beta']:.4g}: a = beta/(alpha+beta), gamma = alpha beta/(alpha+beta)"]
+    if unresolved:
+        ivs = diag.get("exponent_intervals", {})
+        diag["unresolved"] = unresolved
+        diag["notes"].insert(0, " and ".join(f"{k} [{ivs[k][0]:.3g}, {ivs[k][1]:.3g}]" if k in ivs else k
+                                             for k in unresolved)
+                             + " not resolved (the 95% interval reaches 0, or the fit's bound): a, b, N_opt and D_opt "
+                               "rest on it, so this row is not an estimate")
     return OptimalResult("parametric", params=params, intervals=intervals, budgets=rows, diagnostics=diag)

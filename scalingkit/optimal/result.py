@@ -189,6 +189,10 @@ class OptimalReport:
                     lines.append(f"  {r.method:<{width}}  " + "".join(f"{cell:<{c}}" for cell, c in zip(row, cols)))
             if marked:
                 lines.append("  * outside the sampled N or D: the fitted law extrapolated, not a measured optimum")
+        for r in ok:  # said even without --verbose (where the note below says it): these rows are not estimates
+            if r.diagnostics.get("unresolved") and not verbose:
+                lines.append(f"  {r.method}: {' and '.join(r.diagnostics['unresolved'])} not resolved at these sizes: "
+                             "its a, b, N_opt and D_opt rest on it")
         agreement = self.agreement()
         if agreement:
             lines.append(f"  {agreement}")
@@ -222,8 +226,8 @@ class OptimalReport:
         others = np.delete(values, far)
         notes = r.diagnostics.get("notes", [])
         # the note most likely to explain it: a staircase, edge or clipped optima, an extrapolation, a bound
-        telling = [n for n in notes if any(w in n for w in ("staircase", "edge", "clipped", "outside", "bound",
-                                                            "left out"))]
+        telling = [n for n in notes if any(w in n for w in ("not resolved", "staircase", "edge", "clipped", "outside",
+                                                            "bound", "left out"))]
         why = (telling or notes or [f"it rests on {r.diagnostics.get('n_points', '?')} points"])[0]
         return (f"methods disagree on a: {r.method} gives {values[far]:.3g}, the others {others.min():.3g} to "
                 f"{others.max():.3g}; {r.method}: {why}")

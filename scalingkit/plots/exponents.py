@@ -2,7 +2,9 @@
 
 For every (family, param) of a cube: the 1-d power-law fits of fit/slices.py, L(N) = E + A N^-alpha at each fixed
 D and L(D) = E + B D^-beta at each fixed N, summarised as PAPER.md does (mean and spread of the exponent across the
-fixed variable); a slice whose exponent ends at its bound has no estimate: it is left out of the mean, and counted.
+fixed variable); a slice whose exponent is not resolved (it ends at a bound of its fit, or its interval runs to one:
+fit/resolved.py, as the tables read it) has no estimate: it is left out of the mean and of the slice panels, and
+counted as "not resolved".
 The x axis is the family's entropy in nats per token:
 - exact where the family knows it (graph and bigram walks: the chain's entropy rate, stored in the cube);
 - an estimate for text sampled from a trained generator (the mean entropy of the next-token laws its sequences
@@ -36,11 +38,11 @@ class ExponentPoint:
     param: str
     entropy: float  # nats per token; nan when unknown
     entropy_kind: str  # "exact", "estimate" or "unknown"
-    alpha: dict  # summary of alpha over D: n, mean, std, min, max, and at_bound (fits left out: exponent at a bound)
+    alpha: dict  # summary of alpha over D: n, mean, std, min, max, and at_bound (fits left out: not resolved)
     beta: dict  # summary of beta over N, likewise
     provenance: dict = field(default_factory=dict)
     # every fitted slice: axis (N: alpha at fixed D; D: beta at fixed N), fixed (its D or N), value, interval
-    # ([lo, hi], NaN without a bootstrap), at_bound, verdict
+    # ([lo, hi], NaN without a bootstrap), at_bound (not resolved: at a bound, or its interval runs to one), verdict
     slices: list = field(default_factory=list)
 
 
@@ -75,6 +77,7 @@ def exponent_points(store_path, n_convention: str = "total", bootstrap: int = 0,
 def points_from_collection(fits, ds, provenance: dict | None = None) -> list[ExponentPoint]:
     """The exponent points of a collection of 1-d power-law fits (one per (family, param) among its results'
     groups), placed at each family's entropy in the opened cube `ds`."""
+    from scalingkit.fit.resolved import at_fitting_bound
     from scalingkit.fit.results import summarise
 
     groups = {}
@@ -89,13 +92,13 @@ def points_from_collection(fits, ds, provenance: dict | None = None) -> list[Exp
             name = "alpha" if axis == "N" else "beta"
             if not r.converged or name not in r.params:
                 continue
-            pinned = name in r.diagnostics.get("at_bound", [])
+            pinned = at_fitting_bound(r, name)
             other = "D" if axis == "N" else "N"
             slices.append({"axis": axis, "fixed": float(r.provenance.get("fixed", {}).get(other, np.nan)),
                            "value": float(r.params[name]),
                            "interval": list(r.intervals.get(name, (np.nan, np.nan))), "at_bound": pinned,
                            "verdict": (r.diagnostics.get("verdict") or {}).get("verdict")})
-            if pinned:  # the exponent pinned at its bound: no estimate
+            if pinned:  # pinned by the fit's bounds, not by the data: no estimate
                 at_bound[axis] += 1
                 continue
             by_axis[axis].append(r.params[name])
@@ -198,7 +201,8 @@ def exponents_figure(points: list[ExponentPoint], skipped: list[str] = (), n_con
 
 def _why(points, name) -> str:
     at_bound = sum(getattr(p, name).get("at_bound", 0) for p in points)
-    return f" ({at_bound} at a bound left out)" if at_bound else " (too few distinct values per slice)"
+    return (f": {at_bound} not resolved at this size (at or reaching a bound of the fit)" if at_bound
+            else " (too few distinct values per slice)")
 
 
 def figure_notes(points: list[ExponentPoint], skipped: list[str] = ()) -> list[str]:
@@ -211,7 +215,7 @@ def figure_notes(points: list[ExponentPoint], skipped: list[str] = ()) -> list[s
 def _fmt(s: dict) -> str:
     if not s["n"]:
         return "-"
-    bound = f", {s['at_bound']} at a bound left out" if s.get("at_bound") else ""
+    bound = f", {s['at_bound']} not resolved left out" if s.get("at_bound") else ""
     return f"{s['mean']:.3g}" + (f" +- {s['std']:.2g}" if s["n"] > 1 else "") + f" ({s['n']} fits{bound})"
 
 

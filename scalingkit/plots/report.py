@@ -535,12 +535,12 @@ class Report:
                     continue
                 calls = [((r.diagnostics.get("verdict") or {}).get("verdict") or "no verdict") if r.converged
                          else "failed" for r in fits]
-                bounded = sum(1 for r in fits if r.converged and exponent in r.diagnostics.get("at_bound", []))
+                bounded = sum(1 for r in fits if r.converged and at_fitting_bound(r, exponent))
                 other = "D" if axis == "N" else "N"
                 text = (f"{g['family']}/{g['param']}, L({axis}) at fixed {other}: "
                         + ", ".join(f"{calls.count(c)} {c}" for c in dict.fromkeys(calls)) + f" of {len(fits)} slices")
                 if bounded or calls.count("power law") < len(fits) / 2:
-                    text += (f"; {exponent} is not resolved at this size" + (f" ({bounded} at its fitting bound)"
+                    text += (f"; {exponent} is not resolved at this size" + (f" ({bounded} at or reaching its fitting bound)"
                                                                             if bounded else "")
                              + (": the models are data-limited, so the loss hardly changes with N at fixed D"
                                 if axis == "N" else ": more budgets past the plateau, or more seeds, are needed"))
@@ -571,6 +571,7 @@ class Report:
         doc.table(["family", "loss fitted", "meaning", "loss floor (entropy)"], rows,
                   caption=f"Which loss is fitted (--loss {s.loss}); N counts {s.n_convention} parameters everywhere"
                           + (" (embedding included)" if s.n_convention == "total" else "") + ".")
+        self._sweeps_table(doc)
         doc.p("Every number is an estimate with its 95% interval in brackets; error bars and bands in the figures "
               "are 95% too (data: 1.96 standard errors over held-out sequences; fits: their own bootstrap draws).")
         doc.h(2, "Results used", "results")
@@ -587,6 +588,35 @@ class Report:
         doc.table(["result", "family/param", "status", "file", "data sha256", "settings"], rows,
                   caption=f"Saved results are looked up in {self.fits_dir}; what is computed is saved there too and "
                           "listed by `scalingkit results`.")
+
+    def _sweeps_table(self, doc: Doc):
+        """What the store holds, sweep by sweep: its grid, and per family the finished runs, their training time
+        summed (each run's own wall_seconds; with W workers the wall clock is about the sum over W) and when they
+        finished, so a reader sees how much of each preset is in and what it cost."""
+        from scalingkit import store
+
+        sweeps = store.attrs(self.store_path).get("sweeps", [])
+        if not sweeps:
+            return
+        ds = self.ds
+        rows = []
+        for sw in sweeps:
+            grid = sw.get("grid", {})
+            for fam in sw.get("families", {}):
+                if fam not in ds["family"].values:
+                    continue
+                sub = ds.sel(family=fam)
+                done = sub["status"] == "done"
+                n = int(done.sum())
+                seconds = float(sub["wall_seconds"].where(done).sum()) if n else 0.0
+                stamps = sorted(str(t) for t in sub["finished_at"].where(done, "").values.ravel() if str(t))
+                span = f"{stamps[0][:16]} to {stamps[-1][:16]}" if stamps else "-"
+                widths, tokens = grid.get("widths", []), grid.get("tokens", [])
+                scope = (f"widths {widths[0]}-{widths[-1]}, {style.count_text(tokens[0])}-"
+                         f"{style.count_text(tokens[-1])} tokens" if widths and tokens else "-")
+                rows.append([sw.get("name", "?"), fam, scope, str(n), f"{seconds:,.0f}", span])
+        doc.table(["sweep", "family", "grid", "runs done", "training s (sum over runs)", "finished (UTC)"], rows,
+                  caption="The sweeps this store was grown by (its `sweeps` attribute) and what each has finished.")
 
     def _settings_text(self, i: Item) -> str:
         if i.obj is None:

@@ -7,9 +7,10 @@ every file that decides what the cube is (array and group metadata, claims, the 
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from pathlib import Path
+
+from scalingkit.durable import sync_dir, write_through  # noqa: F401 - sync_dir: for claims.py and journal.py
 
 
 def _stage(target: Path, stage) -> Path:
@@ -23,17 +24,7 @@ def write_bytes(target, data: bytes, stage=None) -> None:
     store."""
     target = Path(target)
     stage = _stage(target, stage)
-    tmp = stage.with_name(f"{stage.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    sync_dir(target.parent)
+    write_through(target, lambda f: f.write(data), stage.with_name(f"{stage.name}.{uuid.uuid4().hex}.tmp"))
 
 
 def write_json(target, doc, stage=None) -> None:
@@ -46,17 +37,3 @@ def remove_stale(target, stage=None) -> None:
     stage = _stage(Path(target), stage)
     for stray in stage.parent.glob(f"{stage.name}.*.tmp"):
         stray.unlink(missing_ok=True)
-
-
-def sync_dir(folder) -> None:
-    """Make a rename or unlink in `folder` durable (POSIX; a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(str(folder), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -46,6 +46,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from scalingkit.durable import write_through
+
 FORMAT = "scalingkit checkpoint"
 VERSION = 1
 
@@ -141,26 +143,11 @@ class Checkpointer:
 
 
 def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temporary file beside `path`, flushed to disk, then renamed over `path`."""
+    """torch.save to a temporary file beside `path` (named by host and process, so that _remove_own_leftovers can
+    tell a dead writer's file), flushed to disk, then renamed over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # the rename itself to disk (best effort: not every file system opens folders)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    write_through(path, lambda f: torch.save(obj, f),
+                  path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}"))
 
 
 def _remove_own_leftovers(path: Path) -> None:
