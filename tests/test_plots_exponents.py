@@ -55,6 +55,13 @@ def test_plot_command_writes_every_figure_and_the_points_as_json(cube, tmp_path)
     for name in written - {"exponents-entropy-total.json"}:
         assert matplotlib.image.imread(tmp_path / name).shape[0] > 200
     doc = json.loads((tmp_path / "exponents-entropy-total.json").read_text())
+    # each family's offsets were bounded by its exact floor, as `scalingkit fit` bounds them
+    floors = {p["family"]: p["provenance"]["settings"]["floors"][p["family"]] for p in doc["points"]}
+    for family, spec in SPECS.items():
+        entropy = build_family(family, spec).entropy_rate()
+        assert floors[family] == [pytest.approx(entropy, rel=1e-9), "exact"]
+        slices = next(p["slices"] for p in doc["points"] if p["family"] == family)
+        assert slices and all(s["offset_floor"] == pytest.approx(entropy, rel=1e-9) for s in slices)
     assert {p["family"] for p in doc["points"]} == set(TRUE) and doc["skipped"] == []
     mean_alpha = {p["family"]: p["alpha"]["mean"] for p in doc["points"]}
     assert abs(mean_alpha["large"] - 0.7) < TOLERANCE

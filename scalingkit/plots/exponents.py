@@ -42,7 +42,8 @@ class ExponentPoint:
     beta: dict  # summary of beta over N, likewise
     provenance: dict = field(default_factory=dict)
     # every fitted slice: axis (N: alpha at fixed D; D: beta at fixed N), fixed (its D or N), value, interval
-    # ([lo, hi], NaN without a bootstrap), at_bound (not resolved: at a bound, or its interval runs to one), verdict
+    # ([lo, hi], NaN without a bootstrap), at_bound (not resolved: at a bound, or its interval runs to one), verdict,
+    # offset_floor (the exact floor that bounded the slice's offset; None: fitted free)
     slices: list = field(default_factory=list)
 
 
@@ -62,7 +63,9 @@ def exponent_points(store_path, n_convention: str = "total", bootstrap: int = 0,
         return points, ["the cube has no finished runs"]
     for (family, param), g in df.groupby(["family", "param"], sort=True):
         try:
-            fits = fit_slices(g[["N", "D", "loss"]], "powerlaw", group_cols=[], bootstrap=bootstrap, seed=seed,
+            # the family column goes in as the group: fit_slices finds a family's floor by it
+            fits = fit_slices(g[["family", "N", "D", "loss"]], "powerlaw", group_cols=["family"],
+                              bootstrap=bootstrap, seed=seed,
                               floors={family: floors[family]} if floors and family in floors else None)
         except UserError as e:
             skipped.append(f"{family}/{param}: {e}")
@@ -97,7 +100,8 @@ def points_from_collection(fits, ds, provenance: dict | None = None) -> list[Exp
             slices.append({"axis": axis, "fixed": float(r.provenance.get("fixed", {}).get(other, np.nan)),
                            "value": float(r.params[name]),
                            "interval": list(r.intervals.get(name, (np.nan, np.nan))), "at_bound": pinned,
-                           "verdict": (r.diagnostics.get("verdict") or {}).get("verdict")})
+                           "verdict": (r.diagnostics.get("verdict") or {}).get("verdict"),
+                           "offset_floor": r.diagnostics.get("loss_floor")})  # the exact floor that bounded E
             if pinned:  # pinned by the fit's bounds, not by the data: no estimate
                 at_bound[axis] += 1
                 continue
@@ -222,8 +226,12 @@ def _fmt(s: dict) -> str:
 def plot_store_exponents(store_path, out_dir, n_convention: str = "total", bootstrap: int = 400
                          ) -> tuple[list[Path], list[str]]:
     """The figure and its JSON for a cube; returns (files written, groups skipped). No file when nothing fits.
+    Every offset is bounded below by its family's exact floor, where there is one (as `scalingkit fit` does).
     bootstrap: wild-bootstrap draws per slice for the bands (400 give a 95% interval to the second digit)."""
-    points, skipped = exponent_points(store_path, n_convention, bootstrap=bootstrap)
+    from scalingkit.store import family_floors
+
+    points, skipped = exponent_points(store_path, n_convention, bootstrap=bootstrap,
+                                      floors=family_floors(store_path))  # offsets bounded as `fit` bounds them
     if not points:
         return [], skipped
     out_dir = Path(out_dir)
