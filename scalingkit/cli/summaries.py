@@ -4,6 +4,7 @@ always holds everything."""
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 
 from scalingkit.fit.resolved import at_fitting_bound, unresolved_exponents  # noqa: F401 - used here and by tests
@@ -47,6 +48,14 @@ def _excess(r) -> dict:
 def _excess_ratio(e: dict) -> float:
     p, x = e.get("mse_log_power", math.nan), e.get("mse_log_exp", math.nan)
     return p / x if x and math.isfinite(p) and math.isfinite(x) and x > 0 else math.nan
+
+
+def _ahead(ratios) -> tuple[int, int, float]:
+    """(slices where the power law's MSE is below the exponential's, slices with a finite ratio, median ratio)."""
+    finite = sorted(x for x in ratios if x is not None and math.isfinite(x))
+    if not finite:
+        return 0, 0, math.nan
+    return sum(x < 1 for x in finite), len(finite), statistics.median(finite)
 
 
 def slices_table(collection) -> str:
@@ -110,12 +119,12 @@ def slices_table(collection) -> str:
         elif unresolved:
             lines.append(f"  {exponent}: not resolved at this size ({unresolved} slices reach the exponent's fitting "
                          "bound): the loss hardly changes along this axis over the sampled range")
-        finite = sorted(x for x in excess_ratios if math.isfinite(x))
-        if finite:
-            ahead = sum(x < 1 for x in finite)
-            median = finite[len(finite) // 2] if len(finite) % 2 else 0.5 * sum(finite[len(finite) // 2 - 1:][:2])
-            lines.append(f"  L - floor: power law ahead of the exponential in {ahead} of {len(finite)} slices "
-                         f"(median MSE ratio {num(median, 3)}; the offset fixed at the exact floor)")
+        fitted = [r.diagnostics.get("mse_ratio_power_vs_exp", math.nan) for r in results if r.converged]
+        counts = [(what, _ahead(ratios)) for what, ratios in (("offset fitted", fitted), ("L - floor", excess_ratios))]
+        counts = [f"{what} in {ahead} of {n} slices (median MSE ratio {num(median, 3)})"
+                  for what, (ahead, n, median) in counts if n]
+        if counts:  # the same comparison with the offset fitted (the verdicts' fits) and fixed at an exact floor
+            lines.append("  power law ahead of the exponential: " + "; ".join(counts))
     counts = collection.verdict_counts()
     told = f"{notes} note(s) on these fits: --verbose or the saved JSON" if notes else ""
     if counts:
