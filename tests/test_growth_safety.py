@@ -92,7 +92,9 @@ def test_growth_killed_or_interrupted_at_any_step_leaves_the_old_or_the_new_cube
     new_labels = _labels(grown)
     total = _interrupt(PREPARE, [_copy(base, tmp_path / "probe.zarr"), big], "grow:0:pause", signal.SIGKILL)
     assert total > 30  # every array's shape is a step of its own
-    steps = sorted({0, 1, 2, total // 4, total // 2, 3 * total // 4, total - 2, total - 1, total})
+    # both ends (before the journal, its first step; the last steps) and two inside; the full-disk test below
+    # walks every fourth step
+    steps = sorted({0, 1, total // 3, 2 * total // 3, total - 1, total})
     for trial, step in enumerate(steps):
         cube = _copy(base, tmp_path / f"trial{step}.zarr")
         sig = (signal.SIGKILL, signal.SIGINT)[trial % 2]

@@ -24,7 +24,7 @@ LONG = textwrap.dedent("""\
     seed = 1
     [grid]
     widths = [16]
-    tokens = [128_000]
+    tokens = [64_000]
     lrs = [1e-2, 3e-3]
     seeds = [0]
     [training]
@@ -33,7 +33,7 @@ LONG = textwrap.dedent("""\
     eval_points = 60
     eval_sequences = 32
     checkpoint_seconds = 0.0
-    """)  # 400 steps a run, a partial curve saved at each of 60 points: a live worker writes several times a second
+    """)  # 200 steps a run, a partial curve saved at each of 60 points: a live worker writes several times a second
 
 
 def _mtimes(cube: Path) -> dict:
