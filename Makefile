@@ -51,8 +51,12 @@ reproduce-cpu: $(STAMP)
 	@$(BIN)/scalingkit fit --form powerlaw --store $(REPRO_STORE) --bootstrap 4000 --no-figures
 	@$(BIN)/scalingkit report --store $(REPRO_STORE) --out store/reproduce_cpu.html --markdown docs/results-cpu.md
 
+# Two passes: most tests on two pytest-xdist workers, then the modules that time real processes (marked serial in
+# tests/conftest.py) alone. Both passes always run; the target fails if either does.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	@$(BIN)/python -m pytest -p no:cacheprovider -n 2 -m "not serial" $(PYTEST_ARGS); parallel=$$?; \
+	  $(BIN)/python -m pytest -p no:cacheprovider -m serial $(PYTEST_ARGS); serial=$$?; \
+	  test $$parallel -eq 0 -a $$serial -eq 0
 
 clean:
 	rm -rf $(VENV) store

@@ -19,6 +19,19 @@ torch.set_num_threads(1)
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+# `make test` runs the suite in two passes: everything else on two pytest-xdist workers, then these modules alone.
+# They time what real processes do (a killed coordinator's workers gone within 2 s, two coordinators racing for the
+# same cells, SLURM jobs and dask workers on the machine's 2 CPUs, one private SLURM cluster per session), which a
+# second test process competing for the CPUs would slow past their limits.
+SERIAL = {"test_executors.py", "test_slurm_cluster.py", "test_dask_cluster.py", "test_orphans.py", "test_claims.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SERIAL:
+            item.add_marker(pytest.mark.serial)
+
+
 REPO = Path(__file__).resolve().parents[1]
 SCALINGKIT = [sys.executable, "-m", "scalingkit.cli.main"]
 
