@@ -122,6 +122,35 @@ def test_two_d_fit_band_comes_from_its_bootstrap_over_runs(slices):
     assert any(t.get_text().startswith("95% band (") for t in fig.legends[0].get_texts())
 
 
+def test_weighted_fits_get_bands_from_their_own_weighted_draws():
+    """--weights se: the bands are redrawn with the fit's weights (its saved intervals come out of the same draws),
+    and without the standard errors no band is drawn rather than an unweighted one."""
+    table = law_table(se=2e-3)
+    se = 2e-3 * np.geomspace(0.2, 6.0, len(table))  # standard errors that vary 30x
+    table = table.assign(loss_se=se)
+    N, D, L = (table[c].to_numpy(float) for c in ("N", "D", "loss"))
+    res = Chinchilla(bootstrap=60, seed=2, workers=1, weights="se").fit(N, D, L, se=se)
+    draws = fits.surface_draws(res, N, D, L, se=se)
+    assert len(draws) >= 50
+    E = np.array([d["E"] for d in draws])
+    assert np.percentile(E, 2.5) == pytest.approx(res.diagnostics["intervals_percentile"]["E"][0], rel=1e-6)
+    assert fits.surface_draws(res, N, D, L) == []  # a weighted fit's draws without its weights: none
+    fig = fits.plot_fit2d(res, table, loss_kind="exact", floor=FLOOR, floor_kind="exact")
+    assert len([c for c in fig.axes[0].collections if isinstance(c, PolyCollection)]) == len(D_VALUES)
+    coll = fit_slices(table, "powerlaw", floors={"er": (FLOOR, "exact")}, bootstrap=200, seed=1, workers=1,
+                      weights="se")
+    fig = fits.plot_slices(coll, table, {"family": "er", "param": "sp"}, loss_kind="exact", floor=FLOOR,
+                           floor_kind="exact")
+    assert "95% band (bootstrap refits)" in [t.get_text() for t in fig.legends[0].get_texts()]
+    r = next(x for x in coll.results if x.provenance["axis"] == "D")
+    x, y, s = fits.slice_data(table, r)
+    grid = np.geomspace(x.min(), x.max(), 30)
+    lo, hi = fits.slice_band(r, x, y, grid, se=s)
+    fit = r.predict(grid)
+    assert np.all(lo <= fit + 1e-12) and np.all(fit <= hi + 1e-12) and np.all(hi - lo > 0)
+    assert fits.slice_band(r, x, y, grid) is None
+
+
 def test_excess_view_is_log_log_with_one_line_per_fitted_slice(slices):
     table, coll = slices
     fig = fits.plot_excess(coll, table, {"family": "er", "param": "sp"}, floor=FLOOR, loss_kind="exact")

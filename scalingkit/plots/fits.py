@@ -14,8 +14,9 @@
 
 Bands are pointwise 2.5%-97.5% quantiles of the fit's own bootstrap refits, redrawn from the recorded seed and
 settings (the same draws as its intervals: the wild bootstrap of a 1-d fit, the bootstrap over runs of
-Chinchilla and Kaplan); a fit without a bootstrap, or whose data no longer hash to the saved value, gets no band
-and the legend says so. No line or band is drawn below an exact loss floor.
+Chinchilla and Kaplan; a weighted fit's with its weights, from the table's loss_se); a fit without a bootstrap, or
+whose data (standard errors included, for a weighted fit) no longer hash to the saved value, gets no band and the
+legend says so. No line or band is drawn below an exact loss floor.
 """
 from __future__ import annotations
 
@@ -99,11 +100,18 @@ def _settings_for(cls, saved: dict) -> dict:
 # ---------------------------------------------------------------- bands
 
 
-def slice_band(result, x, y, grid, max_draws: int = MAX_BAND_DRAWS):
+def weighted(result) -> bool:
+    """Whether the fit weighted its points by their standard errors (--weights se): its data include them."""
+    return result.provenance.get("settings", {}).get("weights", "none") == "se"
+
+
+def slice_band(result, x, y, grid, max_draws: int = MAX_BAND_DRAWS, se=None):
     """Pointwise 95% band of a 1-d fit (powerlaw, exponential) on `grid`, from its wild bootstrap redrawn with the
-    recorded seed and settings; None without a bootstrap, or when the refit does not land on the saved estimate
+    recorded seed and settings (and, for a weighted fit, the weights from `se`, as the fit made them); None
+    without a bootstrap, for a weighted fit without its se, or when the refit does not land on the saved estimate
     (the data changed)."""
     from scalingkit.fit import bootstrap as bs
+    from scalingkit.fit import weights as wts
     from scalingkit.fit.curve1d import leverage, multistart, refit_rows
     from scalingkit.fit.huber import mad_delta
     from scalingkit.fit.registry import ONE_D, estimator_class
@@ -112,15 +120,18 @@ def slice_band(result, x, y, grid, max_draws: int = MAX_BAND_DRAWS):
     B = min(int(s.get("bootstrap") or 0), max_draws)
     if result.form not in ONE_D or not result.converged or B < 20 or len(x) < 4:
         return None
-    if s.get("weights", "none") != "none":  # redrawing a weighted fit's band needs its weights: none drawn (not a wrong one)
-        return None
+    w = None
+    if weighted(result):
+        if se is None or wts.bad_count(se):
+            return None
+        w = wts.from_se(result.form, se, len(y))
     cls = estimator_class(result.form)
     est = cls(**{**_settings_for(cls, s), "bootstrap": B, "workers": 1})
     curve = est.fit_curve
     x0 = float(np.median(x))
     u = x / x0
     delta = float(s["delta"]) if s.get("delta") else mad_delta(y)
-    best, _ = multistart(curve, u, y, delta, int(s.get("starts", 40)))
+    best, _ = multistart(curve, u, y, delta, int(s.get("starts", 40)), w=w)
     if best is None:
         return None
     theta = curve.to_public(best.x, x0)
@@ -131,10 +142,11 @@ def slice_band(result, x, y, grid, max_draws: int = MAX_BAND_DRAWS):
     yhat = curve.f(p, u)
     r = y - yhat
     if s.get("leverage_adjust", "hc3") in ("hc2", "hc3"):
-        h = np.clip(leverage(curve.jac(p, u)), 0.0, 0.99)
+        J = curve.jac(p, u)
+        h = np.clip(leverage(J if w is None else np.sqrt(w)[:, None] * J), 0.0, 0.99)  # as the fit: weighted hat
         r = r / (np.sqrt(1.0 - h) if s.get("leverage_adjust") == "hc2" else (1.0 - h))
     signs = bs.wild_signs(s.get("seed"), int(s.get("bootstrap")), len(y))[:B]
-    P = refit_rows(yhat + signs * r, curve, u, p, delta)
+    P = refit_rows(yhat + signs * r, curve, u, p, delta, w)
     P = P[np.all(np.isfinite(P), axis=1)]
     if len(P) < 20:
         return None
@@ -142,13 +154,14 @@ def slice_band(result, x, y, grid, max_draws: int = MAX_BAND_DRAWS):
     return np.nanpercentile(F, 2.5, axis=0), np.nanpercentile(F, 97.5, axis=0)
 
 
-def surface_draws(result, N, D, L, max_draws: int | None = None):
+def surface_draws(result, N, D, L, max_draws: int | None = None, se=None):
     """The bootstrap-over-runs refits of a Chinchilla or Kaplan fit (public parameter dicts), redrawn from the
     recorded seed and settings (the first max_draws of them: default 1,000 where the form refits all draws at once,
-    as Chinchilla does, 100 where each draw is its own L-BFGS-B, as Kaplan's); [] where the form has none or the fit
-    has no bootstrap."""
+    as Chinchilla does, 100 where each draw is its own L-BFGS-B, as Kaplan's), a weighted fit's with the weights
+    from `se`; [] where the form has none, the fit has no bootstrap, or a weighted fit comes without its se."""
     from scalingkit.fit import bootstrap as bs
     from scalingkit.fit import logfit
+    from scalingkit.fit import weights as wts
     from scalingkit.fit.form2d import Estimator2D, bootstrap_refits
     from scalingkit.fit.registry import estimator_class
 
@@ -156,8 +169,11 @@ def surface_draws(result, N, D, L, max_draws: int | None = None):
     B = int(s.get("bootstrap") or 0)
     if result.form not in ("chinchilla", "kaplan") or not result.converged or B < 20:
         return []
-    if s.get("weights", "none") != "none":  # as slice_band: a weighted fit's draws are not redrawn unweighted
-        return []
+    w = None
+    if weighted(result):  # as slice_band: a weighted fit's draws are redrawn with its weights, or not at all
+        if se is None or wts.bad_count(se):
+            return []
+        w = wts.from_se(result.form, se, len(L), loss=L)
     cls = estimator_class(result.form)
     if not issubclass(cls, Estimator2D):
         return []
@@ -172,7 +188,7 @@ def surface_draws(result, N, D, L, max_draws: int | None = None):
     idx = bs.resample_indices(s.get("seed"), B, n)[:max_draws]
     counts = np.stack([np.bincount(ix, minlength=n) for ix in idx])
     theta = form.from_public(result.params)
-    draws, _, _ = bootstrap_refits(form, logfit.LogData.of(N, D, L), settings, np.atleast_2d(theta), counts)
+    draws, _, _ = bootstrap_refits(form, logfit.LogData.of(N, D, L, w), settings, np.atleast_2d(theta), counts)
     names = list(result.params)
     return [dict(zip(names, row[:len(names)])) for row in draws if np.all(np.isfinite(row[:len(names)]))]
 
@@ -248,7 +264,8 @@ def plot_slices(collection, table, group: dict, *, loss_kind=None, n_convention=
             pred = r.predict(grid)
             ax.plot(grid, _floor_mask(pred, floor, floor_kind), "-", color=c, lw=1.4)
             if bands:
-                band = slice_band(r, x, y, grid) if matches(r, {"x": x, "y": y}) else None
+                data = {"x": x, "y": y, "se": se} if weighted(r) else {"x": x, "y": y}  # what the fit hashed
+                band = slice_band(r, x, y, grid, se=se if weighted(r) else None) if matches(r, data) else None
                 band_states.append(band is not None)
                 if band is not None:
                     lo, hi = (_floor_mask(np.maximum(b, floor) if floor_kind == "exact" and floor is not None
@@ -427,8 +444,9 @@ def plot_fit2d(result, table, *, loss_kind=None, n_convention="total", floor=Non
     draws = []
     band_note = "no band (no bootstrap)"
     if bands and result.converged:
-        if matches(result, {"N": N, "D": D, "loss": L}):
-            draws = surface_draws(result, N, D, L)
+        data = {"N": N, "D": D, "loss": L, **({"loss_se": se} if weighted(result) else {})}  # what the fit hashed
+        if matches(result, data):
+            draws = surface_draws(result, N, D, L, se=se if weighted(result) else None)
             if draws:
                 band_note = f"95% band ({len(draws)} bootstrap refits over runs)"
             elif int(result.provenance.get("settings", {}).get("bootstrap") or 0):
