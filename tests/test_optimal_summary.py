@@ -59,5 +59,8 @@ def test_a_parametric_row_whose_alpha_the_runs_do_not_fix_says_so():
         text = OptimalReport("g", [res, _result("envelope", 0.5)]).table(verbose=False)
         line = "parametric: alpha not resolved at these sizes: its a, b, N_opt and D_opt rest on it"
         assert (line in text) == flagged, text
+        # an unresolved row takes no part in the agreement on a
+        line = OptimalReport("g", [res, _result("envelope", 0.9), _result("isoflop", 0.3)]).agreement()
+        assert ("the others 0.3 to 0.3;" in line) == flagged, line
         if flagged:
             assert res.diagnostics["notes"][0].startswith("alpha [")

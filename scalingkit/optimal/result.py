@@ -213,8 +213,10 @@ class OptimalReport:
 
     def agreement(self, tolerance: float = AGREEMENT) -> str:
         """One line: do the methods that estimate a agree within `tolerance`? If not, which one is furthest from
-        the others' median, and why (its first note, or how few points it rests on)."""
-        with_a = [r for r in self.results if r.converged and np.isfinite(r.params.get("a", np.nan))]
+        the others' median, and why (its first note, or how few points it rests on). A method whose a rests on an
+        unresolved exponent (diagnostics["unresolved"]) takes no part."""
+        with_a = [r for r in self.results if r.converged and np.isfinite(r.params.get("a", np.nan))
+                  and not r.diagnostics.get("unresolved")]  # a row resting on an unresolved exponent has no a
         if len(with_a) < 2:
             return ""
         values = np.array([r.params["a"] for r in with_a])
