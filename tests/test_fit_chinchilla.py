@@ -155,3 +155,17 @@ def test_too_few_points_and_bad_values():
         Chinchilla(solver="newton")
     with pytest.raises(UserError, match="bootstrap must be >= 0"):
         Chinchilla(bootstrap=-1)
+
+
+def test_a_wild_fit_predicts_inf_or_nan_without_a_warning():
+    """A form comparison's split or a bootstrap draw can land on a law that overflows away from its data: its
+    prediction is non-finite (callers read that as no prediction) and nothing is printed."""
+    import warnings
+
+    from scalingkit.fit.base import FitResult
+
+    wild = FitResult("chinchilla", {"E": 1.5, "A": 0.0, "B": 2.0, "alpha": -900.0, "beta": 0.3})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = wild.predict(np.array([1e5, 1e6]), np.array([1e6, 1e7]))
+    assert not np.isfinite(y).any()

@@ -257,4 +257,7 @@ class Chinchilla(Estimator2D):
 @register_form("chinchilla")
 def predict(result, N, D):
     p = result.params
-    return p["E"] + p["A"] * np.exp(-p["alpha"] * np.log(N)) + p["B"] * np.exp(-p["beta"] * np.log(D))
+    # a wild fit (a form comparison's split, a bootstrap draw) can overflow far from its data: the prediction is
+    # then inf or nan, which every caller treats as no prediction, not a warning on the user's terminal
+    with np.errstate(over="ignore", invalid="ignore"):
+        return p["E"] + p["A"] * np.exp(-p["alpha"] * np.log(N)) + p["B"] * np.exp(-p["beta"] * np.log(D))
