@@ -7,12 +7,14 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test venv clean reproduce-cpu
 
 $(STAMP): setup.cfg setup.py
-	@echo "building $(VENV): the pinned dependencies (pip's output in $(VENV)/install.log)"
+	@echo "building $(VENV): the pinned dependencies and the embedded corpus (output in $(VENV)/install.log)"
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@($(BIN)/pip install -q --upgrade pip && $(BIN)/pip install -q -e '.[test]') > $(VENV)/install.log 2>&1 \
 	  || (tail -n 20 $(VENV)/install.log; echo "error: installing into $(VENV) failed (log: $(VENV)/install.log)"; \
 	      exit 1)
-	@$(BIN)/python -c 'from scalingkit.families.embedded import main; main()'
+	@$(BIN)/python -c 'from scalingkit.families.embedded import main; main()' >> $(VENV)/install.log 2>&1 \
+	  || (tail -n 5 $(VENV)/install.log; echo "error: fetching the embedded corpus failed (log: $(VENV)/install.log)"; \
+	      exit 1)
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -32,7 +34,7 @@ demo: $(STAMP)
 	@$(BIN)/scalingkit fit --form powerlaw --bootstrap 4000 --no-figures
 	@$(BIN)/scalingkit fit --form chinchilla --bootstrap 200 --no-figures
 	@$(BIN)/scalingkit optimal --method all --budget 1e11 --no-figures
-	@echo "report: $$($(BIN)/scalingkit report --out store/report.html --splits 10)"
+	@$(BIN)/scalingkit report --out store/report.html --splits 10 > /dev/null  # its path is on its last line
 
 # The CPU reproduction of the study (not part of `make test`; hours on 2 cores, each preset's time is in
 # benchmarks/RESULTS.md): ER walks (kappa 0 and 1), BA walks, bigram walks, text from 1- and 2-layer generators and

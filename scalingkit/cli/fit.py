@@ -197,11 +197,12 @@ def _emit(results, as_json, out_dir, verbose=True):
         click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=1))
     elif verbose:
         click.echo("\n\n".join(r.table() for r in results))
-    else:
-        click.echo("\n".join(summaries.slices_table(r) if isinstance(r, FitCollection) else summaries.result_table(r)
-                             for r in results))
-    for p in paths:
-        click.echo(f"saved {p}", err=True)
+    else:  # a collection's summary names its file on its last line
+        click.echo("\n".join(summaries.slices_table(r, saved=p) if isinstance(r, FitCollection)
+                             else summaries.result_table(r) for r, p in zip(results, paths)))
+    for r, p in zip(results, paths):
+        if as_json or verbose or not isinstance(r, FitCollection):
+            click.echo(f"saved {p}", err=True)
 
 
 @click.command()

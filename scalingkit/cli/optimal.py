@@ -115,11 +115,13 @@ def optimal(methods, family, param, store_path, csv_path, n_col, d_col, c_col, l
                 "mlp": {"max_epochs": mlp_epochs, "hidden": mlp_hidden}, "isoflop_slicing": isoflop_slicing,
                 "isoflop_slices": isoflop_slices, "envelope_min_fraction": envelope_min_fraction,
                 "envelope_edges": envelope_edges}
-    reports = []
+    reports, saved = [], []
     for inputs in groups:
         report = run_methods(inputs, chosen, budgets=list(budgets) or None, workers=workers, **settings)
         reports.append(report)
-        click.echo(f"saved {save_report(report, results_dir)}", err=True)
+        saved.append(save_report(report, results_dir))
+        if as_json or verbose:  # otherwise the table's last line names the file
+            click.echo(f"saved {saved[-1]}", err=True)
         if not no_figures:
             from scalingkit.plots.optimal import plot_report
 
@@ -129,7 +131,8 @@ def optimal(methods, family, param, store_path, csv_path, n_col, d_col, c_col, l
         docs = [r.to_dict() for r in reports]
         click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=1))
     else:
-        click.echo("\n\n".join(r.table(verbose=verbose) for r in reports))
+        click.echo("\n\n".join(r.table(verbose=verbose, saved=None if verbose else path)
+                               for r, path in zip(reports, saved)))
     results = [x for r in reports for x in r.results]
     if results and not any(x.converged for x in results):
         raise click.ClickException(f"every method failed: {results[0].failure}")

@@ -150,8 +150,8 @@ def report(store_path, out, markdown, fits_dir, n_convention, loss_kind, bootstr
     result = write_report(store_path, out, markdown, fits_dir, settings,
                           echo=(lambda m: click.echo(m, err=True)) if verbose else (lambda m: None))
     counts = {s: sum(i.status == s for i in result.items) for s in ("reused", "computed", "missing", "failed")}
-    click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v) + f" result(s); {result.bytes / 1e6:.2f} MB "
-               f"in {result.seconds:.1f} s", err=True)
+    click.echo(f"report: {result.html} (" + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+               + f" result(s); {result.bytes / 1e6:.2f} MB in {result.seconds:.1f} s)", err=True)
     if result.markdown:
         click.echo(f"wrote {result.markdown}", err=True)
     click.echo(str(result.html))

@@ -58,7 +58,7 @@ def _ahead(ratios) -> tuple[int, int, float]:
     return sum(x < 1 for x in finite), len(finite), statistics.median(finite)
 
 
-def slices_table(collection) -> str:
+def slices_table(collection, saved=None) -> str:
     """The 1-d fits of a table: per group and axis, one line per slice and the exponents' summary. Where the floor
     is exact, each slice also shows the excess-loss fit: the exponent of L - floor (a straight line in log-log, the
     offset fixed at the floor) and its MSE against the exponential in the same space."""
@@ -126,7 +126,8 @@ def slices_table(collection) -> str:
         if counts:  # the same comparison with the offset fitted (the verdicts' fits) and fixed at an exact floor
             lines.append("  power law ahead of the exponential: " + "; ".join(counts))
     counts = collection.verdict_counts()
-    told = f"{notes} note(s) on these fits: --verbose or the saved JSON" if notes else ""
+    told = (f"{notes} note(s) on these fits: --verbose or {saved or 'the saved JSON'}" if notes else
+            f"saved {saved}" if saved else "")
     if counts:
         lines.append("slices by verdict (offset fitted): " + ", ".join(f"{k} {v}" for k, v in counts.items())
                      + (f"; {told}" if told else ""))

@@ -158,9 +158,10 @@ class OptimalReport:
     def methods(self) -> list[str]:
         return [r.method for r in self.results]
 
-    def table(self, verbose: bool = True) -> str:
+    def table(self, verbose: bool = True, saved=None) -> str:
         """The methods side by side (gamma, a, b, then N_opt, D_opt, D/N at each budget), failures, whether the
-        methods agree on a, and every result's notes (verbose) or how many there are."""
+        methods agree on a, and every result's notes (verbose) or how many there are. saved: the file the report
+        was saved to, named on the last line."""
         s = self.settings
         conf = int(round(100 * s.get("confidence", 0.95)))
         flops = "6ND" if s.get("flops", "6nd") == "6nd" else "exact FLOPs (envelope), 6ND elsewhere"
@@ -177,18 +178,17 @@ class OptimalReport:
             for r, row in zip(ok, laws):
                 lines.append(f"  {r.method:<{width}}  {r.diagnostics.get('n_points', 0):>6}  "
                              + "".join(f"{cell:<{c}}" for cell, c in zip(row, cols)))
-            marked = False
-            for i, C in enumerate(row["C"] for row in ok[0].budgets):
+            budgets = [row["C"] for row in ok[0].budgets]
+            marked = any(_extrapolated(r, C, k) for r in ok for C in budgets for k in BUDGET_NAMES)
+            for i, C in enumerate(budgets):
                 cells = [[fmt_interval(r.budgets[i]["values"][k], r.budgets[i]["intervals"].get(k))
                           + (" *" if _extrapolated(r, C, k) else "") for k in BUDGET_NAMES] for r in ok]
-                marked = marked or any(_extrapolated(r, C, k) for r in ok for k in BUDGET_NAMES)
                 cols = [max(len(k), *(len(row[j]) for row in cells)) + 2 for j, k in enumerate(("N_opt", "D_opt", "D/N"))]
-                lines.append(f"  at C = {C:.3g}:")
+                lines.append(f"  at C = {C:.3g}" + (" (* outside the sampled N or D: the fitted law extrapolated, not "
+                                                   "a measured optimum)" if marked and i == 0 else "") + ":")
                 lines.append(f"  {'method':<{width}}  " + "".join(f"{k:<{c}}" for k, c in zip(("N_opt", "D_opt", "D/N"), cols)))
                 for r, row in zip(ok, cells):
                     lines.append(f"  {r.method:<{width}}  " + "".join(f"{cell:<{c}}" for cell, c in zip(row, cols)))
-            if marked:
-                lines.append("  * outside the sampled N or D: the fitted law extrapolated, not a measured optimum")
         for r in ok:  # said even without --verbose (where the note below says it): these rows are not estimates
             if r.diagnostics.get("unresolved") and not verbose:
                 lines.append(f"  {r.method}: {' and '.join(r.diagnostics['unresolved'])} not resolved at these sizes: "
@@ -208,7 +208,10 @@ class OptimalReport:
             if verbose:
                 lines += [f"  {r.method}: {note}" for note in notes]
         if not verbose and n_notes:
-            lines.append(f"  {n_notes} note(s) on these results: --verbose, the saved JSON or the report")
+            lines.append(f"  {n_notes} note(s) on these results: --verbose, the report or "
+                         + (f"{saved}" if saved else "the saved JSON"))
+        elif saved:
+            lines.append(f"  saved {saved}")
         return "\n".join(line.rstrip() for line in lines)
 
     def agreement(self, tolerance: float = AGREEMENT) -> str:

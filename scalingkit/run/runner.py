@@ -45,8 +45,21 @@ class FillReport:
     cancelled: int = 0  # runs whose SLURM job was cancelled: left missing, checkpoint kept
     submitted: int = 0  # runs submitted to the cluster and left running (--detach)
     jobs: list = field(default_factory=list)  # SLURM job arrays submitted
+    grown_lrs: list = field(default_factory=list)  # lr labels added past a grid for a learning-rate search
+    lr_states: dict = field(default_factory=dict)  # the searches' outcome: state -> (family, param, N, D) count
 
     def summary(self) -> str:
+        """One line: what was trained (or why nothing), then how the learning-rate searches stand."""
+        line = self._trained()
+        if self.lr_states or self.grown_lrs:
+            search = ", ".join(f"{n} {state}" for state, n in self.lr_states.items())
+            if self.grown_lrs:
+                search += (f"{', ' if search else ''}the cube grew lr +{len(self.grown_lrs)} past the grid "
+                           f"({', '.join(f'{lr:g}' for lr in self.grown_lrs)})")
+            line += f"; learning-rate search: {search} (`scalingkit status` shows each N, D)"
+        return line
+
+    def _trained(self) -> str:
         others = (f"{_runs(len(self.elsewhere))} trained by another coordinator on this store"
                   if self.elsewhere else "")
         extra = []
@@ -128,11 +141,8 @@ def fill_missing(store_path, sweep=None, workers: int = 1, executor="local", ret
         claims.retire(store_path, owner)  # after the workers have stopped: nothing can write these cells now
     if any(sw.lr_search is not None for sw in sweeps) and not report.submitted:
         rows = plan.lr_optima(store_path, sweeps)
-        states = {}
-        for row in rows:
-            states[row["state"]] = states.get(row["state"], 0) + 1
-        echo("learning-rate search: " + ", ".join(f"{n} {state}" for state, n in states.items()) +
-             " (per family, param, N, D; `scalingkit status` shows which)")
+        for row in rows:  # said on the summary's line (FillReport.summary)
+            report.lr_states[row["state"]] = report.lr_states.get(row["state"], 0) + 1
     return report
 
 
@@ -231,9 +241,7 @@ def _fill(store_path, sweeps, owner, report: FillReport, workers, ex, retry_fail
         missing = []
         if fill:
             grown = plan.grow_for_searches(store_path, sweeps)  # lrs past a grid that a search wants now
-            if grown:
-                echo(f"grew the cube: lr +{len(grown)} past the grid for the learning-rate search "
-                     f"({', '.join(f'{lr:g}' for lr in grown)})")
+            report.grown_lrs += grown  # said on the summary's line
             missing = plan.missing_cells(store_path, sweeps, retry_failed=retry_failed)
         listed = {cell for cell, _ in missing}
         missing = [(cell, sw) for cell, sw in missing + [(c, sw) for c, sw in again.items() if c not in listed]
