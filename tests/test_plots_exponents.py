@@ -108,4 +108,6 @@ def test_an_exponent_the_data_do_not_pin_down_is_not_resolved_and_not_averaged(t
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert texts == [f"no L(N) slice fitted: {len(TOKENS)} not resolved at this size (at or reaching a bound of "
                      "the fit)"]
-    assert not fig.axes[2].lines  # the alpha-by-slice panel draws nothing
+    assert not fig.axes[2].lines  # the alpha-by-slice panel draws nothing, and says why
+    assert [t.get_text() for t in fig.axes[2].texts] == [f"no L(N) slice resolved: {len(TOKENS)} not resolved at "
+                                                         "this size"]

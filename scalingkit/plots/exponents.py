@@ -190,8 +190,9 @@ def exponents_figure(points: list[ExponentPoint], skipped: list[str] = (), n_con
         else:
             bx.set_xticks([])
             bx.set_yticks([])
-            bx.text(0.5, 0.5, f"no L({axis}) slice fitted", transform=bx.transAxes, ha="center", va="center",
-                    color="0.4")
+            unresolved = sum(1 for p in points for r in p.slices if r["axis"] == axis and r["at_bound"])
+            bx.text(0.5, 0.5, f"no L({axis}) slice resolved: {unresolved} not resolved at this size" if unresolved
+                    else f"no L({axis}) slice fitted", transform=bx.transAxes, ha="center", va="center", color="0.4")
     handles = [Line2D([], [], color=colours[f], lw=6, alpha=0.6, label=f) for f in families]
     handles += [Line2D([], [], marker=MARKERS.get(par, "^"), ls="-" if par == params[0] else "--", color="0.3",
                        label=par) for par in params]
