@@ -64,3 +64,18 @@ def test_a_parametric_row_whose_alpha_the_runs_do_not_fix_says_so():
         assert ("the others 0.3 to 0.3;" in line) == flagged, line
         if flagged:
             assert res.diagnostics["notes"][0].startswith("alpha [")
+
+
+def test_an_isoflop_figure_draws_from_a_saved_report_whose_profile_had_no_minimum(synthetic_inputs, tmp_path):
+    """A profile whose parabola opens downward has no minimum (NaN); saved as JSON it reads back as null. The
+    figure drawn from the saved report (what `scalingkit report` reuses) skips that marker, as from the live one."""
+    from scalingkit.optimal import load_report, run_methods, save_report
+    from scalingkit.plots.optimal import isoflop_figure
+
+    report = run_methods(synthetic_inputs, ["isoflop"], budgets=[1e13], bootstrap=0)
+    profiles = report["isoflop-parabola"].diagnostics["profiles"]
+    profiles[0]["parabola"].update(logN=float("nan"), L=float("nan"))  # as a downward parabola leaves it
+    back = load_report(save_report(report, tmp_path))
+    assert back["isoflop-parabola"].diagnostics["profiles"][0]["parabola"]["logN"] is None
+    markers = [len(isoflop_figure(r, synthetic_inputs).axes[0].lines) for r in (report, back)]
+    assert markers[0] == markers[1] > 0

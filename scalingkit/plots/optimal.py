@@ -21,6 +21,11 @@ COLOURS = {"envelope": "k", "isoflop-parabola": "tab:blue", "isoflop-akima": "ta
            "surrogate-mlp": "tab:green", "surrogate-kernel": "tab:olive"}
 
 
+
+def _finite(value) -> bool:
+    """A number that is finite; a saved result read back from JSON has None where NaN was written."""
+    return value is not None and bool(np.isfinite(value))
+
 def _name(label: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in label)[:60].strip("-")
 
@@ -85,7 +90,7 @@ def compute_figure(report, inputs):
     lo_y = min(data_loss.min(), floor) if floor is not None else data_loss.min()
     ax.set_ylim(lo_y / 1.03, data_loss.max() * 1.05)  # a law extrapolated to small C must not set the scale
     for r in report.results:
-        if r.converged and np.isfinite(r.params.get("gamma", np.nan)):
+        if r.converged and _finite(r.params.get("gamma")):
             C = _method_range(r, report, inputs)
             y = r.predict(C)["L_opt"]
             if floor is not None and floor_kind == "exact":
@@ -174,7 +179,7 @@ def isoflop_figure(report, inputs=None):
             ax.plot(np.exp(t), Akima1DInterpolator(x, y)(t), ":", color=c, lw=1)
         for kind, marker in (("parabola", "D"), ("akima", "v")):
             o = p[kind]
-            if np.isfinite(o.get("logN", np.nan)):
+            if _finite(o.get("logN")) and _finite(o.get("L")):
                 ax.plot(np.exp(o["logN"]), o["L"], "x" if o["reject"] else marker, color=c,
                         ms=8 if o["reject"] else 6, mec="k" if not o["reject"] else c)
     style.colourbar(fig, sm, ax, "compute of the profile (FLOPs)", style="power")
