@@ -86,9 +86,15 @@ def test_second_report_reuses_every_saved_result(first):
     root = first["root"]
     out = root / "again.html"
     t0 = time.perf_counter()
-    proc = run_cli("report", "--store", first["cube"], "--out", out, "--no-compute", "--no-ranks")
+    figures = root / "report-figures"
+    (figures / "99-from-an-older-report.png").write_bytes(b"stale")  # numbered like the report's own: replaced
+    (figures / "mine.txt").write_text("kept")  # anything else in the folder is left alone
+    proc = run_cli("report", "--store", first["cube"], "--out", out, "--no-compute", "--no-ranks", "--markdown",
+                   root / "report.md")
     assert proc.returncode == 0, proc.stderr
     assert "4 reused result(s)" in proc.stderr
+    linked = set(re.findall(r"\(report-figures/([^)]+)\)", (root / "report.md").read_text()))
+    assert {p.name for p in figures.iterdir()} == linked | {"mine.txt"}  # no stray figure of an earlier report
     page = out.read_text()
     assert page.count("reused (saved earlier, data hash matches)") == 4 and "computed now" not in page
     with open(root / "fits" / "index.csv") as fh:

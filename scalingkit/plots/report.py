@@ -218,6 +218,10 @@ class Doc:
                 _, name, caption, png = b
                 (folder / f"{name}.png").write_bytes(png)
                 out.append(f"![{name}]({link_base}/{name}.png)\n\n*{caption}*")
+        written = {f"{b[1]}.png" for b in self.blocks if b[0] == "figure"}
+        for old in folder.glob("[0-9][0-9]-*.png"):  # an earlier report's figures this one does not have
+            if old.name not in written:
+                old.unlink()
         return "\n\n".join(out) + "\n"
 
 
