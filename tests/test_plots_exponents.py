@@ -106,8 +106,21 @@ def test_an_exponent_the_data_do_not_pin_down_is_not_resolved_and_not_averaged(t
     assert p.beta["n"] == len(WIDTHS) and abs(p.beta["mean"] - 0.4) < TOLERANCE
     fig = exponents_figure([p])
     texts = [t.get_text() for t in fig.axes[0].texts]
-    assert texts == [f"no L(N) slice fitted: {len(TOKENS)} not resolved at this size (at or reaching a bound of "
+    assert texts == [f"no L(N) exponent resolved: {len(TOKENS)} not resolved at this size (at or reaching a bound of "
                      "the fit)"]
     assert not fig.axes[2].lines  # the alpha-by-slice panel draws nothing, and says why
     assert [t.get_text() for t in fig.axes[2].texts] == [f"no L(N) slice resolved: {len(TOKENS)} not resolved at "
                                                          "this size"]
+
+
+def test_an_axis_whose_slices_are_mostly_unresolved_is_not_drawn_as_the_familys_exponent():
+    """One of six L(N) slices resolved: its alpha is no summary of the family; the entropy panel leaves it out and
+    the notes say so, while beta, resolved everywhere, is drawn."""
+    from scalingkit.plots.exponents import exponents_figure
+
+    one = {"n": 1, "mean": 0.69, "std": np.nan, "min": 0.69, "max": 0.69, "at_bound": 5}
+    full = {"n": 5, "mean": 2.2, "std": 0.4, "min": 1.8, "max": 2.9, "at_bound": 0}
+    points = [ExponentPoint("ba", "sp", 1.64, "exact", one, full)]
+    fig = exponents_figure(points)
+    assert not fig.axes[0].lines and len(fig.axes[1].lines) == 1
+    assert figure_notes(points) == ["mostly not resolved: ba/sp alpha: 1 of 6 slices resolved, not drawn above"]

@@ -143,7 +143,7 @@ def exponents_figure(points: list[ExponentPoint], skipped: list[str] = (), n_con
         drawn = 0
         for p in placed:
             s = getattr(p, name)
-            if not s["n"]:
+            if not resolved_summary(s):  # a "mean" of the few slices the data fix, most not: not drawn (noted)
                 continue
             estimated = p.entropy_kind == "estimate"
             x = p.entropy + dodge[p.param] * 2.5 * width
@@ -158,7 +158,7 @@ def exponents_figure(points: list[ExponentPoint], skipped: list[str] = (), n_con
             ax.set_xlim(min(entropies) - pad, max(entropies) + pad)
         if not drawn:
             ax.set_yticks([])
-            ax.text(0.5, 0.5, f"no L({axis}) slice fitted" + _why(points, name), transform=ax.transAxes,
+            ax.text(0.5, 0.5, f"no L({axis}) exponent resolved" + _why(points, name), transform=ax.transAxes,
                     ha="center", va="center", color="0.4", fontsize=9, wrap=True)
         ax.set(xlabel="entropy (nats per token)", ylabel=f"{name}: mean over {over} (+- s.d.)")
         ax.set_title(f"L({axis}) exponent {name} against entropy", fontsize=10)
@@ -204,6 +204,11 @@ def exponents_figure(points: list[ExponentPoint], skipped: list[str] = (), n_con
     return fig
 
 
+def resolved_summary(s: dict) -> bool:
+    """Whether an axis's summary stands for the family: some slices resolved, and no fewer than those not."""
+    return bool(s["n"]) and s["n"] >= s.get("at_bound", 0)
+
+
 def _why(points, name) -> str:
     at_bound = sum(getattr(p, name).get("at_bound", 0) for p in points)
     return (f": {at_bound} not resolved at this size (at or reaching a bound of the fit)" if at_bound
@@ -211,10 +216,14 @@ def _why(points, name) -> str:
 
 
 def figure_notes(points: list[ExponentPoint], skipped: list[str] = ()) -> list[str]:
-    """The lines printed under the figure: groups that have exponents but no entropy to place them at, and groups
-    with no fit."""
-    return [f"entropy unknown, not placed: {p.family}/{p.param} alpha {_fmt(p.alpha)}, beta {_fmt(p.beta)}"
-            for p in points if not np.isfinite(p.entropy)] + [f"no fit: {s}" for s in skipped]
+    """The lines printed under the figure: groups that have exponents but no entropy to place them at, groups with
+    no fit, and exponents left out of the top panels because most of their slices are not resolved."""
+    sparse = [f"{p.family}/{p.param} {name}: {getattr(p, name)['n']} of {getattr(p, name)['n'] + getattr(p, name)['at_bound']} "
+              "slices resolved, not drawn above" for p in points if np.isfinite(p.entropy) for name in ("alpha", "beta")
+              if getattr(p, name)["n"] and not resolved_summary(getattr(p, name))]
+    return ([f"entropy unknown, not placed: {p.family}/{p.param} alpha {_fmt(p.alpha)}, beta {_fmt(p.beta)}"
+             for p in points if not np.isfinite(p.entropy)] + [f"no fit: {s}" for s in skipped]
+            + ([f"mostly not resolved: {'; '.join(sparse)}"] if sparse else []))
 
 
 def _fmt(s: dict) -> str:
