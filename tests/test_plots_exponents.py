@@ -106,7 +106,7 @@ def test_an_exponent_the_data_do_not_pin_down_is_not_resolved_and_not_averaged(t
     assert p.beta["n"] == len(WIDTHS) and abs(p.beta["mean"] - 0.4) < TOLERANCE
     fig = exponents_figure([p])
     texts = [t.get_text() for t in fig.axes[0].texts]
-    assert texts == [f"no L(N) exponent resolved: {len(TOKENS)} not resolved at this size (at or reaching a bound of "
+    assert texts == [f"no L(N) exponent resolved:\n{len(TOKENS)} not resolved at this size (at or reaching a bound of "
                      "the fit)"]
     assert not fig.axes[2].lines  # the alpha-by-slice panel draws nothing, and says why
     assert [t.get_text() for t in fig.axes[2].texts] == [f"no L(N) slice resolved: {len(TOKENS)} not resolved at "
@@ -123,4 +123,4 @@ def test_an_axis_whose_slices_are_mostly_unresolved_is_not_drawn_as_the_familys_
     points = [ExponentPoint("ba", "sp", 1.64, "exact", one, full)]
     fig = exponents_figure(points)
     assert not fig.axes[0].lines and len(fig.axes[1].lines) == 1
-    assert figure_notes(points) == ["mostly not resolved: ba/sp alpha: 1 of 6 slices resolved, not drawn above"]
+    assert figure_notes(points) == ["alpha mostly not resolved, only its slices drawn: ba/sp (1 of 6)"]

@@ -211,19 +211,23 @@ def resolved_summary(s: dict) -> bool:
 
 def _why(points, name) -> str:
     at_bound = sum(getattr(p, name).get("at_bound", 0) for p in points)
-    return (f": {at_bound} not resolved at this size (at or reaching a bound of the fit)" if at_bound
+    return (f":\n{at_bound} not resolved at this size (at or reaching a bound of the fit)" if at_bound
             else " (too few distinct values per slice)")
 
 
 def figure_notes(points: list[ExponentPoint], skipped: list[str] = ()) -> list[str]:
     """The lines printed under the figure: groups that have exponents but no entropy to place them at, groups with
     no fit, and exponents left out of the top panels because most of their slices are not resolved."""
-    sparse = [f"{p.family}/{p.param} {name}: {getattr(p, name)['n']} of {getattr(p, name)['n'] + getattr(p, name)['at_bound']} "
-              "slices resolved, not drawn above" for p in points if np.isfinite(p.entropy) for name in ("alpha", "beta")
-              if getattr(p, name)["n"] and not resolved_summary(getattr(p, name))]
+    sparse = {}  # exponent -> groups whose slices are mostly unresolved, "family/param (k of n)"
+    for p in points:
+        for name in ("alpha", "beta"):
+            s = getattr(p, name)
+            if np.isfinite(p.entropy) and s["n"] and not resolved_summary(s):
+                sparse.setdefault(name, []).append(f"{p.family}/{p.param} ({s['n']} of {s['n'] + s['at_bound']})")
     return ([f"entropy unknown, not placed: {p.family}/{p.param} alpha {_fmt(p.alpha)}, beta {_fmt(p.beta)}"
              for p in points if not np.isfinite(p.entropy)] + [f"no fit: {s}" for s in skipped]
-            + ([f"mostly not resolved: {'; '.join(sparse)}"] if sparse else []))
+            + [f"{name} mostly not resolved, only its slices drawn: " + ", ".join(groups)
+               for name, groups in sparse.items()])
 
 
 def _fmt(s: dict) -> str:
