@@ -120,7 +120,10 @@ def test_an_axis_whose_slices_are_mostly_unresolved_is_not_drawn_as_the_familys_
 
     one = {"n": 1, "mean": 0.69, "std": np.nan, "min": 0.69, "max": 0.69, "at_bound": 5}
     full = {"n": 5, "mean": 2.2, "std": 0.4, "min": 1.8, "max": 2.9, "at_bound": 0}
-    points = [ExponentPoint("ba", "sp", 1.64, "exact", one, full)]
+    slices = [{"axis": "N", "fixed": 1.6e6, "value": 0.69, "interval": [0.4, 1.1], "at_bound": False}]
+    points = [ExponentPoint("ba", "sp", 1.64, "exact", one, full, slices=slices)]
     fig = exponents_figure(points)
     assert not fig.axes[0].lines and len(fig.axes[1].lines) == 1
+    (bar,) = fig.axes[2].containers  # the one resolved slice keeps its interval below, as a bar (no band of one)
+    assert np.allclose(bar.lines[2][0].get_segments()[0][:, 1], [0.4, 1.1])
     assert figure_notes(points) == ["alpha mostly not resolved, only its slices drawn: ba/sp (1 of 6)"]

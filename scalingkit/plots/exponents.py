@@ -178,8 +178,11 @@ def exponents_figure(points: list[ExponentPoint], skipped: list[str] = (), n_con
             ls = "-" if p.param == params[0] else "--"
             bx.plot(x, y, MARKERS.get(p.param, "^") + ls, color=c, ms=5, lw=1.2)
             ok = np.isfinite(lo) & np.isfinite(hi)
-            if ok.any():
+            if ok.sum() > 1:
                 bx.fill_between(x[ok], lo[ok], hi[ok], color=c, alpha=0.2, lw=0)
+            elif ok.any():  # one slice: a band needs two, its interval is a bar
+                bx.errorbar(x[ok], y[ok], yerr=[y[ok] - lo[ok], hi[ok] - y[ok]], fmt="none", ecolor=c, alpha=0.6,
+                            capsize=3, lw=1.2)
             n_lines += 1
         bx.set_title(f"{name} of each L({axis}) slice against its {over} (band: 95% interval)", fontsize=10)
         bx.set_xlabel(style.D_LABEL if over == "D" else style.n_label(n_convention))
