@@ -91,6 +91,12 @@ def optimal(methods, family, param, store_path, csv_path, n_col, d_col, c_col, l
     kinds = [k.strip() for k in surrogates.split(",") if k.strip()]
     if "surrogate" in chosen and (not kinds or any(k not in SURROGATES for k in kinds)):
         raise UserError(f"--surrogates takes a comma-separated subset of {', '.join(SURROGATES)}, got {surrogates!r}")
+    base = Path(store_path).parent  # the output folders, before any data is read
+    results_dir = Path(out_dir) if out_dir else base / "fits"
+    figures_dir = Path(out_dir) if out_dir else base / "figures"
+    checks.output_folder(results_dir, "--out" if out_dir else "the results folder (fits/ beside the store; --out)")
+    if not no_figures and figures_dir != results_dir:
+        checks.output_folder(figures_dir, "the figures folder (figures/ beside the store; --out, --no-figures)")
     if csv_path:
         if family or param or loss_kind != "auto":
             raise UserError("--family/--param/--loss select from the cube; they do not apply to --csv")
@@ -101,12 +107,6 @@ def optimal(methods, family, param, store_path, csv_path, n_col, d_col, c_col, l
             raise UserError("--n-col/--d-col/--c-col/--drop-top describe a CSV: give --csv FILE")
         groups = from_cube(store_path, family=family, param=param, n_convention=n_convention, flops=flops,
                            loss=loss_kind)
-    base = Path(store_path).parent
-    results_dir = Path(out_dir) if out_dir else base / "fits"
-    figures_dir = Path(out_dir) if out_dir else base / "figures"
-    checks.output_folder(results_dir, "--out" if out_dir else "the results folder (fits/ beside the store; --out)")
-    if not no_figures and figures_dir != results_dir:
-        checks.output_folder(figures_dir, "the figures folder (figures/ beside the store; --out, --no-figures)")
     rows = max(len(g.table) for g in groups)
     checks.draws(bootstrap, "--bootstrap", rows=rows, per_draw=16)
     if "surrogate" in chosen:

@@ -68,9 +68,13 @@ COMMANDS = [results]
 @click.command()
 @click.option("--store", "store_path", default=DEFAULT_STORE, show_default=True, help="Path of the cube.")
 @click.option("--out", "out", default=None, type=click.Path(dir_okay=False),
-              help="The HTML page to write (default: report.html beside the store).")
+              help="The HTML page to write, .html or .htm (default: report.html beside the store). An earlier report "
+                   "there is replaced; any other file only with --force.")
 @click.option("--markdown", "markdown", default=None, type=click.Path(dir_okay=False),
-              help="Also write the report as Markdown to FILE (figures in FILE's stem + '-figures/').")
+              help="Also write the report as Markdown to FILE, .md or .markdown (figures in FILE's stem + "
+                   "'-figures/', whose earlier report figures are replaced). An earlier report there is replaced; "
+                   "any other file only with --force.")
+@click.option("--force", is_flag=True, help="Replace --out and --markdown even if they are not earlier reports.")
 @click.option("--fits", "fits_dir", default=None, type=click.Path(file_okay=False),
               help="Folder of saved results to reuse and to save new ones in (default: fits/ beside the store).")
 @click.option("--n-convention", type=click.Choice(["total", "nonembedding"]), default="total", show_default=True,
@@ -97,8 +101,8 @@ COMMANDS = [results]
                                                  "that would make each.")
 @click.option("--no-ranks", is_flag=True, help="Leave out Fig. 3 (it rebuilds every family).")
 @click.option("--verbose", is_flag=True, help="Say which saved result each part reuses and what it computes.")
-def report(store_path, out, markdown, fits_dir, n_convention, loss_kind, bootstrap, bootstrap_2d, forms, splits,
-           methods, optimal_bootstrap, budgets, seed, workers, no_compute, no_ranks, verbose):
+def report(store_path, out, markdown, force, fits_dir, n_convention, loss_kind, bootstrap, bootstrap_2d, forms,
+           splits, methods, optimal_bootstrap, budgets, seed, workers, no_compute, no_ranks, verbose):
     """Write one self-contained HTML page of a store: per family the paper's Fig. 1 panels with every 1-d fit,
     its band and residuals, the excess-loss view, the Chinchilla fit, Fig. 15 (power against exponential per
     slice), the comparison of 2-d forms (Figs. 10/17) and every compute-optimal method side by side; then Fig. 2
@@ -126,11 +130,12 @@ def report(store_path, out, markdown, fits_dir, n_convention, loss_kind, bootstr
         checks.draws(value, flag)
     checks.at_most(splits, 1000, "--splits", "each split refits every form, the MLP for seconds; the default is 20")
     budgets = tuple(checks.budgets(budgets))
-    checks.output_file(Path(out) if out else Path(store_path).parent / "report.html",
-                       "--out" if out else "the report (report.html beside the store; --out FILE)")
-    checks.output_file(markdown, "--markdown")
+    page = Path(out) if out else Path(store_path).parent / "report.html"
+    checks.report_file(page, "--out", "--out" if out else "the report (report.html beside the store; --out FILE)",
+                       force)
     if markdown:
         md = Path(markdown)
+        checks.report_file(md, "--markdown", "--markdown", force)
         checks.output_folder(md.with_name(md.stem + "-figures"), "--markdown (its figures folder)")
     if not no_compute:
         checks.output_folder(_fits_dir(store_path, fits_dir), "--fits" if fits_dir else

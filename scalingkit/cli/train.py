@@ -67,6 +67,9 @@ def train(sweep_file, fill_missing, store_path, workers, executor, partition, gp
     if not (fill_missing or redo or redo_damaged):
         raise UserError("say --fill-missing to train the missing cells, or --redo RUNS / --redo-damaged to train "
                         "finished runs again")
+    from scalingkit.cli import checks
+
+    checks.store_for_writing(store_path)  # before the sweep is loaded: loading it builds its families (minutes)
     if batch_variants != "auto":
         try:
             batch_variants = int(batch_variants)
@@ -158,11 +161,13 @@ COMMANDS = [train, status, table]
 
 @click.command()
 @store_option
-@click.option("--out", "out_dir", default=None, help="Directory for the figures (default: figures/ beside the store).")
+@click.option("--out", "out_dir", default=None,
+              help="Directory for the figures (default: figures/ beside the store; made if missing). Figures of the "
+                   "same names there are re-drawn.")
 @click.option("--n-convention", default="total", show_default=True, type=click.Choice(["total", "nonembedding"]))
 @click.option("--no-ranks", is_flag=True, help="Skip the probability-by-rank figure (it rebuilds every family).")
 def plot(store_path, out_dir, n_convention, no_ranks):
-    """Write figures of the cube.
+    """Write figures of the cube (re-drawing those of the same names).
 
     \b
     loss-FAMILY-PARAM.png        curves, and L(N, D) against N and against D, per family and parameterisation
@@ -177,7 +182,7 @@ def plot(store_path, out_dir, n_convention, no_ranks):
     out = Path(out_dir) if out_dir else Path(store_path).parent / "figures"
     from scalingkit.cli import checks
 
-    checks.output_folder(out, "--out")
+    checks.output_folder(out, "--out" if out_dir else "the figures folder (figures/ beside the store; --out DIR)")
     for file in curves.plot_cube(store_path, out, n_convention):
         click.echo(f"wrote {file}")
     if not no_ranks:
@@ -206,8 +211,12 @@ COMMANDS.append(plot)
 @click.option("--base-width", default=64, show_default=True, type=int, help="muP base width.")
 @click.option("--steps", default=4, show_default=True, type=int, help="Adam steps before measuring.")
 @click.option("--lr", default=1e-2, show_default=True, type=float)
-@click.option("--out", default="store/figures/coord-check.png", show_default=True, help="Figure to write.")
-def coord_check(widths, base_width, steps, lr, out):
+@click.option("--out", default="store/figures/coord-check.png", show_default=True,
+              help="Figure to write; its extension names the format (.png, .pdf, .svg, ... as matplotlib writes). Its "
+                   "folder is made if missing; an existing figure matplotlib wrote is replaced, any other file only "
+                   "with --force.")
+@click.option("--force", is_flag=True, help="Replace --out even if it is not a figure matplotlib wrote.")
+def coord_check(widths, base_width, steps, lr, out, force):
     """muP coordinate check: RMS change of every layer's output after a few steps, SP against muP, across widths."""
     from pathlib import Path
 
@@ -222,6 +231,8 @@ def coord_check(widths, base_width, steps, lr, out):
 
     checks.coord_check(ws, base_width, steps, lr)  # two valid widths that fit, 1 to 1,000 steps, a finite lr
     checks.output_file(out, "--out")
+    checks.figure_file(out, "--out")  # a format matplotlib writes here, before the models are trained
+    checks.replaceable(out, "--out", checks.written_by_matplotlib, "a figure matplotlib wrote", force)
     results = {p: coordinate_check(p, ws, steps=steps, lr=lr, base_width=base_width) for p in ("sp", "mup")}
     for param, layers in results.items():
         for layer, values in layers.items():
