@@ -2,10 +2,12 @@
 
 A table of cases (issue #14): sweep files with wrong types, zero, negative, NaN, infinite and huge values; bad flags
 and values for every command's options; missing, damaged and read-only stores; CSVs that are empty, ragged,
-non-numeric, repeated or that cannot identify a law; output paths under a file or in a place that cannot be written;
-sizes that cannot fit in memory; a sweep that would run for days. Each case asserts the exit code, exactly one
-line on stderr starting with `error:`, a fragment that names the problem, that the store it names is byte for byte
-what it was, and that nothing was written where the command ran (a refused command leaves no file behind).
+non-numeric, repeated or that cannot identify a law; output paths under a file, in a place that cannot be written, a
+folder where a file goes (or the reverse), a figure format matplotlib cannot write, a file the command would replace
+that is not its own earlier output (issue 20), a store folder that is not a cube; sizes that cannot fit in memory; a
+sweep that would run for days. Each case asserts the exit code, exactly one line on stderr starting with `error:`, a
+fragment that names the problem, that the store it names is byte for byte what it was, and that nothing was written
+where the command ran (a refused command leaves no file behind, and every file there keeps its bytes).
 
 Fast: the cases run in this process through the command line's entry point (scalingkit.cli.main.main, exactly what
 `scalingkit` runs, inside click's CliRunner isolation), with warnings printed to the captured stderr as a real run
@@ -233,6 +235,13 @@ add("train-store-under-a-file", ["train", "{d}/sw.toml", "--fill-missing", "--st
     files={"sw.toml": OK, "afile": "x"})
 add("train-store-is-a-file", ["train", "{d}/sw.toml", "--fill-missing", "--store", "{d}/afile", "--workers", "0"],
     "is a file, not a cube", files={"sw.toml": OK, "afile": "x"})
+add("train-store-folder-not-a-cube", ["train", "{d}/sw.toml", "--fill-missing", "--store", "{d}/mine", "--workers",
+                                     "0"], "--store {d}/mine: is a folder but not a cube (no zarr.json; it holds 1",
+    files={"sw.toml": OK, "mine/notes.txt": "mine"})
+add("train-store-empty-folder", ["train", "{d}/sw.toml", "--fill-missing", "--store", "{d}/empty", "--workers", "0"],
+    "is a folder but not a cube (no zarr.json; it is empty)", files={"sw.toml": OK, "empty/": ""})
+add("train-redo-store-is-a-file", ["train", "--redo", "D=6400", "--store", "{d}/afile", "--workers", "0"],
+    "is a file, not a cube", files={"afile": "x"})
 add("train-lock-cannot-be-made", ["train", "{d}/sw.toml", "--fill-missing", "--store", "{unwritable}/sk/cube.zarr",
                                   "--workers", "0"], "cannot create its lock file", files={"sw.toml": OK},
     needs="unwritable")
@@ -263,6 +272,9 @@ add("plot-out-is-a-file", ["plot", "--store", STORE, "--out", "{d}/afile", "--no
     files={"afile": "x"})
 add("plot-out-unwritable", ["plot", "--store", STORE, "--out", "{unwritable}/figs", "--no-ranks"], "cannot write in",
     needs="unwritable")
+add("plot-figures-folder-is-a-file", ["plot", "--store", "{copy}", "--no-ranks"],
+    "the figures folder (figures/ beside the store; --out DIR) {d}/copy/figures: is a file, not a folder",
+    files={"copy/figures": "x"}, setup="none")
 add("plot-n-convention", ["plot", "--store", STORE, "--n-convention", "x"], "'x' is not one of")
 
 # coord-check ---------------------------------------------------------------------------------------------------
@@ -286,9 +298,19 @@ for cid, args, fragment in [
         ("lr-text", ["--lr", "fast"], "'fast' is not a valid float"),
         ("out-under-a-file", ["--out", "{d}/afile/x.png"], "afile is a file, not a folder"),
         ("out-is-a-folder", ["--out", "{d}"], "is a folder; give a file name"),
-        ("out-unwritable", ["--out", "{unwritable}/x.png"], "cannot write in")]:
-    add(f"coord-check-{cid}", ["coord-check", "--widths", "16,32", *args], fragment, files={"afile": "x"},
-        needs="unwritable" if "unwritable" in str(args) else None)
+        ("out-unwritable", ["--out", "{unwritable}/x.png"], "cannot write in"),
+        ("out-format-unknown", ["--out", "{d}/check.foo"],
+         "--out {d}/check.foo: matplotlib cannot write '.foo' files (it writes .png, .pdf, .svg, "),
+        ("out-format-html", ["--out", "{d}/check.html"], "matplotlib cannot write '.html' files"),
+        ("out-no-extension", ["--out", "{d}/check"], "--out {d}/check: no extension to say the figure's format"),
+        ("out-no-extension-dot", ["--out", "{d}/check."], "no extension to say the figure's format"),
+        ("out-pgf-without-latex", ["--out", "{d}/check.pgf"], "cannot write '.pgf' files on this machine"),
+        ("out-exists-not-a-figure", ["--out", "{d}/afile.png"],
+         "--out {d}/afile.png: the file exists and is not a figure matplotlib wrote; add --force"),
+        ("out-exists-not-a-figure-jpg", ["--out", "{d}/afile.jpg"], "is not a figure matplotlib wrote")]:
+    add(f"coord-check-{cid}", ["coord-check", "--widths", "16,32", *args], fragment,
+        files={"afile": "x", "afile.png": "my notes, not a figure", "afile.jpg": b"\xff\xd8\xff\xe0 a photo"},
+        needs="unwritable" if "unwritable" in str(args) else "no_latex" if "pgf" in cid else None)
 
 # fit: CSV tables ---------------------------------------------------------------------------------------------
 for name, fragment in [
@@ -345,6 +367,10 @@ fit_good("solver-unknown", "'--solver': 'newton' is not one of", "--solver", "ne
 fit_good("offset-floor-csv", "--offset floor needs the cube's exact loss floors", "--offset", "floor")
 fit_good("out-under-a-file", "afile is a file, not a folder", "--out", "{d}/afile/fits")
 fit_good("out-unwritable", "cannot write in", "--out", "{unwritable}/fits")
+fit_good("out-is-a-file", "Directory '{d}/afile' is a file", "--out", "{d}/afile")
+files, args = csv_args("good")
+add("fit-figures-folder-is-a-file", ["fit", "--form", "chinchilla", *args, "--bootstrap", "0", "--out", "{d}/fits"],
+    "the figures folder (figures/ beside fits/; --no-figures) {d}/figures: is a file", files={**files, "figures": "x"})
 fit_good("loss-column-missing", "column 'nope' is not in t.csv", "--loss-col", "nope")
 fit_good("group-column-missing", "column 'nope' is not in t.csv", "--group-col", "nope")
 fit_good("family-with-csv", "--family/--param/--loss select from the cube", "--family", "er64")
@@ -411,6 +437,7 @@ for cid, extra, name, fragment in [
         ("workers-0", ["--workers", "0"], "good", "'--workers': 0 is not in the range"),
         ("workers-huge", ["--workers", "1000000"], "good", "--workers 1,000,000: from 1 to"),
         ("out-under-a-file", ["--out", "{d}/afile/x"], "good", "afile is a file, not a folder"),
+        ("out-is-a-file", ["--out", "{d}/afile"], "good", "Directory '{d}/afile' is a file"),
         ("csv-one-point", [], "onepoint", "repeat an earlier row exactly"),
         ("csv-constant", [], "constant", "not identifiable: the loss is 3"),
         ("csv-one-N", [], "oneN", "not identifiable: 1 distinct N"),
@@ -463,6 +490,14 @@ for cid, args, fragment in [
         ("budget-0", ["--budget", "0"], "budgets must be positive"),
         ("too-few", [], "not identifiable: 2 distinct N")]:
     add(f"optimal-store-{cid}", ["optimal", "--store", STORE, "--no-figures", "--out", "{d}/fits", *args], fragment)
+add("optimal-out-is-a-file", ["optimal", *csv_args("good")[1], "--out", "{d}/afile"], "Directory '{d}/afile' is a file",
+    files={**csv_args("good")[0], "afile": "x"})
+add("optimal-figures-folder-is-a-file", ["optimal", *csv_args("good")[1], "--store", "{d}/none/cube.zarr"],
+    "the figures folder (figures/ beside the store; --out, --no-figures) {d}/none/figures: is a file",
+    files={**csv_args("good")[0], "none/figures": "x"})
+add("optimal-results-folder-is-a-file", ["optimal", *csv_args("good")[1], "--store", "{d}/none/cube.zarr"],
+    "the results folder (fits/ beside the store; --out) {d}/none/fits: is a file",
+    files={**csv_args("good")[0], "none/fits": "x"})
 add("optimal-store-damaged", ["optimal", "--store", "{copy}", "--no-figures", "--out", "{d}/fits"], "is corrupted",
     setup="json")
 
@@ -487,6 +522,25 @@ for cid, args, fragment in [
         ("workers-huge", ["--workers", "1000000"], "--workers 1,000,000")]:
     add(f"report-{cid}", ["report", "--store", STORE, "--no-ranks", "--fits", "{d}/fits", *args], fragment,
         files={"afile": "x"}, needs="unwritable" if "unwritable" in str(args) else None)
+for cid, args, files, fragment in [
+        ("out-format", ["--out", "{d}/r.pdf"], {}, "--out {d}/r.pdf: the report writes an HTML page there; name it "
+         ".html or .htm"),
+        ("out-no-extension", ["--out", "{d}/report"], {}, "name it .html or .htm"),
+        ("markdown-format", ["--markdown", "{d}/r.txt"], {}, "--markdown {d}/r.txt: the report writes Markdown "
+         "there; name it .md or .markdown"),
+        ("markdown-is-a-folder", ["--markdown", "{d}/m.md"], {"m.md/": ""}, "is a directory"),
+        ("markdown-unwritable", ["--markdown", "{unwritable}/r.md"], {}, "cannot write in"),
+        ("out-exists-not-a-report", ["--out", "{d}/r.html"], {"r.html": "<html><title>mine</title></html>"},
+         "--out {d}/r.html: the file exists and is not a page scalingkit report wrote; add --force to replace it"),
+        ("markdown-exists-not-a-report", ["--markdown", "{d}/notes.md"], {"notes.md": "# my notes\n"},
+         "--markdown {d}/notes.md: the file exists and is not a Markdown file scalingkit report wrote; add --force"),
+        ("markdown-figures-folder-is-a-file", ["--markdown", "{d}/r.md"], {"r-figures": "x"},
+         "--markdown (its figures folder) {d}/r-figures: is a file, not a folder")]:
+    add(f"report-{cid}", ["report", "--store", STORE, "--no-ranks", "--fits", "{d}/fits", "--out", "{d}/page.html",
+                          *args], fragment, files=files, needs="unwritable" if "unwritable" in str(args) else None)
+add("report-default-page-not-a-report", ["report", "--store", "{copy}", "--no-ranks", "--no-compute"],
+    "the report (report.html beside the store; --out FILE) {d}/copy/report.html: the file exists and is not a page",
+    files={"copy/report.html": "my page"}, setup="none")
 add("report-store-missing", ["report", "--store", "{d}/none/cube.zarr", "--out", "{d}/r.html"], "no store at")
 add("results-fits-is-a-file", ["results", "--fits", "{d}/afile"], "is a file", files={"afile": "x"})
 add("results-fits-missing", ["results", "--fits", "{d}/nope"], "no results folder at")
@@ -497,7 +551,8 @@ add("no-such-option", ["fit", "--form", "powerlaw", "--bogus"], "No such option 
 
 # a few through a real process: what C libraries print to the descriptor, or an abort, is only seen there
 SUBPROCESS = {"family-bpe-huge", "training-grad_clip-nan", "fit-csv-constant", "optimal-budget-0",
-              "coord-check-lr-nan", "train-lock-cannot-be-made", "status-status-chunk-garbage"}
+              "coord-check-lr-nan", "train-lock-cannot-be-made", "status-status-chunk-garbage",
+              "coord-check-out-format-unknown"}
 CASES = [pytest.param(*p.values[:5], p.id in SUBPROCESS, p.values[6], id=p.id) for p in CASES]
 
 
@@ -539,10 +594,18 @@ def env(tmp_path_factory):
         shutil.copytree(store, folder / "cube.zarr")
         folder.chmod(0o555)
         readonly_store = folder / "cube.zarr"
-    yield {"base": base, "store": store, "unwritable": unwritable, "readonly_store": readonly_store}
+    no_latex = None if shutil.which(matplotlib_rc("pgf.texsystem")) else "no LaTeX"
+    yield {"base": base, "store": store, "unwritable": unwritable, "readonly_store": readonly_store,
+           "no_latex": no_latex}
     for folder in (base / "no-write", base / "read-only"):
         if folder.exists():
             folder.chmod(0o755)
+
+
+def matplotlib_rc(key: str):
+    import matplotlib
+
+    return matplotlib.rcParams[key]
 
 
 def _writable(folder: Path) -> bool:
@@ -575,6 +638,7 @@ def invoke(argv: list[str]) -> tuple[int, str, str]:
 
 
 DAMAGE = {
+    "none": lambda s: None,  # a copy as it is, for a file placed beside it
     "json": lambda s: (s / "zarr.json").write_text("{not json"),
     "schema": lambda s: (s / "zarr.json").write_text((s / "zarr.json").read_text().replace(
         '"schema_version": 4', '"schema_version": 99')),
@@ -599,10 +663,14 @@ def test_the_table_has_every_command_and_enough_cases():
 @pytest.mark.parametrize("args, fragment, files, code, setup, subprocess, needs", CASES)
 def test_bad_input(env, tmp_path, monkeypatch, args, fragment, files, code, setup, subprocess, needs):
     if needs and env[needs] is None:
-        pytest.skip(f"no {needs.replace('_', ' ')} place on this machine (root ignores permissions)")
+        pytest.skip("LaTeX is installed: .pgf figures can be written here" if needs == "no_latex" else
+                    f"no {needs.replace('_', ' ')} place on this machine (root ignores permissions)")
     d = tmp_path
     for name, text in files.items():
         p = d / name
+        if name.endswith("/"):  # an (empty) folder
+            p.mkdir(parents=True, exist_ok=True)
+            continue
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(text if isinstance(text, bytes) else text.encode())
     store = env["store"]
@@ -618,7 +686,7 @@ def test_bad_input(env, tmp_path, monkeypatch, args, fragment, files, code, setu
     named = [Path(v) for k, v in values.items() if k in ("store", "copy", "readonly_store") and
              any(v in a for a in argv)]
     before = {p: tree_hash(p) for p in named}
-    files_before = listing(d)
+    files_before, d_before = listing(d), tree_hash(d)
     monkeypatch.chdir(d)  # default paths (store/cube.zarr, fits/, figures/) land here, never in the repository
     if subprocess:
         proc = run_cli(*argv, cwd=d, env={**os.environ, "SCALINGKIT_NO_PROGRESS": "1"})
@@ -634,6 +702,7 @@ def test_bad_input(env, tmp_path, monkeypatch, args, fragment, files, code, setu
     for p, digest in before.items():
         assert tree_hash(p) == digest, f"{p} changed"
     assert listing(d) == files_before, sorted(listing(d) - files_before)
+    assert tree_hash(d) == d_before, "a file where the command ran changed"  # a refused overwrite included
 
 
 # ------------------------------------------------------------------------------------------------ the --yes estimate
@@ -673,3 +742,76 @@ def test_runs_left_counts_only_what_the_store_has_not_finished(env):
     assert len(cost.runs_left(env["base"] / "none" / "cube.zarr", [sw])) == 4
     assert cost.runs_left(env["store"], [sw]) == []
 
+
+
+# ------------------------------------------------------------------------------------------------ output files
+
+def test_a_refused_overwrite_leaves_the_file_as_it_was_and_force_replaces_it(tmp_path):
+    """coord-check replaces only a figure matplotlib wrote: another file at --out is refused before any model is
+    trained, byte for byte as it was; --force replaces it, and the figure it wrote is then replaced without."""
+    from scalingkit.cli.checks import written_by_matplotlib
+
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"\x89PNG\r\n\x1a\n not matplotlib's, someone's")
+    before = mine.read_bytes()
+    args = ["coord-check", "--widths", "16,32", "--steps", "1", "--out", str(mine)]
+    code, out, err = invoke(args)
+    assert code == 2 and err.strip().startswith("error: --out") and "add --force" in err, err
+    assert out == "" and mine.read_bytes() == before and listing(tmp_path) == {"mine.png"}
+    code, out, err = invoke([*args, "--force"])
+    assert code == 0, err
+    assert mine.read_bytes().startswith(b"\x89PNG") and mine.read_bytes() != before and written_by_matplotlib(mine)
+    code, out, err = invoke(args)  # its own figure: re-drawn in place
+    assert code == 0 and f"wrote {mine}" in out, err
+
+
+def test_report_re_writes_its_own_page_and_markdown_and_nothing_else(env, tmp_path):
+    """`make demo` and `make reproduce-cpu` re-run `report` into the same files: an earlier report's page and
+    Markdown are replaced; a file of anything else is refused unchanged, and replaced with --force."""
+    page, md = tmp_path / "r.html", tmp_path / "r.md"
+    args = ["report", "--store", str(env["store"]), "--no-compute", "--no-ranks", "--out", str(page), "--markdown",
+            str(md)]
+    for _ in range(2):
+        code, out, err = invoke(args)
+        assert code == 0 and out.strip() == str(page), err
+    page.write_text("<html><title>my page</title></html>")
+    md.write_text("# my notes\n")
+    code, _, err = invoke(args)
+    assert code == 2 and "is not a page scalingkit report wrote; add --force" in err, err
+    assert page.read_text() == "<html><title>my page</title></html>" and md.read_text() == "# my notes\n"
+    code, _, err = invoke(args + ["--out", str(tmp_path / "other.html")])  # the Markdown is refused too
+    assert code == 2 and "--markdown" in err and "is not a Markdown file scalingkit report wrote" in err, err
+    assert not (tmp_path / "other.html").exists()
+    code, _, err = invoke(args + ["--force"])
+    assert code == 0, err
+    assert "<title>scalingkit report: " in page.read_text() and md.read_text().startswith("# scalingkit report: ")
+
+
+def test_figure_formats_are_matplotlibs_own(tmp_path):
+    """coord-check's --out takes every extension matplotlib lists (any case), or says why it cannot write it here;
+    the figures it writes with metadata are recognised as its own."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.backend_bases import FigureCanvasBase
+    from matplotlib.figure import Figure
+
+    from scalingkit.cli import checks
+    from scalingkit.errors import UserError
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    assert {"png", "pdf", "svg"} <= set(formats)
+    for ext in formats:
+        for name in (f"f.{ext}", f"f.{ext.upper()}"):
+            try:
+                checks.figure_file(tmp_path / name, "--out")
+            except UserError as exc:
+                assert "on this machine" in str(exc), exc
+    with pytest.raises(UserError, match=r"cannot write '\.foo' files \(it writes \.png, \.pdf, \.svg, .*\.webp"):
+        checks.figure_file(tmp_path / "f.foo", "--out")
+    fig = Figure()
+    fig.add_subplot().plot([1, 2], [3, 4])
+    for ext in ("png", "pdf", "svg", "svgz", "eps", "ps"):
+        fig.savefig(tmp_path / f"g.{ext}")
+        assert checks.written_by_matplotlib(tmp_path / f"g.{ext}"), ext
+    assert listing(tmp_path) == {f"g.{ext}" for ext in ("png", "pdf", "svg", "svgz", "eps", "ps")}
