@@ -57,13 +57,28 @@ def test_a_parametric_row_whose_alpha_the_runs_do_not_fix_says_so():
         assert "beta" not in res.diagnostics.get("unresolved", [])  # the D term is fixed by the runs either way
         assert res.diagnostics["exponent_intervals"]["beta"][0] > 0
         text = OptimalReport("g", [res, _result("envelope", 0.5)]).table(verbose=False)
-        line = "parametric: alpha not resolved at these sizes: its a, b, N_opt and D_opt rest on it"
+        line = "parametric: alpha not resolved at these sizes, so its gamma, a, b, N_opt and D_opt are not identified"
         assert (line in text) == flagged, text
+        # the row prints no numbers for what rests on alpha (issue #19: an N_opt of 33 parameters was printed)
+        rows = [ln.split() for ln in text.splitlines() if ln.strip().startswith("parametric ")]
+        assert len(rows) == 2, text  # the laws' row and the budget's row
+        law_row, budget_row = (" ".join(r) for r in rows)
+        assert (law_row.count("not identified") == 3) == flagged, law_row  # gamma, a, b
+        assert (budget_row.count("not identified") == 3) == flagged, budget_row  # N_opt, D_opt, D/N
+        n_opt = f"{res.budgets[0]['values']['N_opt']:.3g}"
+        assert (n_opt in budget_row) != flagged, (n_opt, budget_row)
+        assert "not identified" not in " ".join(ln for ln in text.splitlines() if "envelope" in ln)
         # an unresolved row takes no part in the agreement on a
         line = OptimalReport("g", [res, _result("envelope", 0.9), _result("isoflop", 0.3)]).agreement()
         assert ("the others 0.3 to 0.3;" in line) == flagged, line
         if flagged:
             assert res.diagnostics["notes"][0].startswith("alpha [")
+        # the side-by-side figure says "not identified" where the row has no number, and draws the others
+        from scalingkit.plots.optimal import methods_figure
+
+        fig = methods_figure(OptimalReport("g", [res, _result("envelope", 0.5)]))
+        said = [t.get_text() for ax in fig.axes for t in ax.texts].count("not identified")
+        assert said == (6 if flagged else 0), said  # gamma, a, b, N_opt, D_opt, D/N
 
 
 def test_an_isoflop_figure_draws_from_a_saved_report_whose_profile_had_no_minimum(synthetic_inputs, tmp_path):

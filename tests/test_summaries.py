@@ -55,7 +55,13 @@ def test_a_chinchilla_term_the_data_do_not_identify_is_said_to_be_unresolved():
     flat_in_n = 1.53 + 5e6 * D**-1.6 * (1 + 0.01 * rng.standard_normal(N.size))
     loose = Chinchilla(bootstrap=200, workers=1, seed=0).fit(N, D, flat_in_n)
     assert unresolved_exponents(loose) == ["alpha"]
-    assert "alpha not resolved: the 95% interval reaches 0" in result_table(loose)
+    text = result_table(loose)
+    assert "alpha not resolved: the 95% interval reaches 0" in text
+    # what rests on alpha prints no number (issue #19), and the D term's own parameters still do
+    for name in loose.derived:
+        assert f"{name} not identified" in text, (name, text)
+    assert f"N_opt {loose.derived['N_opt']:.4g}" not in text and "beta " in text
     both = 1.53 + 3e2 * N**-0.5 + 5e6 * D**-1.6 * (1 + 0.01 * rng.standard_normal(N.size))
     tight = Chinchilla(bootstrap=200, workers=1, seed=0).fit(N, D, both)
     assert unresolved_exponents(tight) == [] and "not resolved" not in result_table(tight)
+    assert "not identified" not in result_table(tight)

@@ -154,13 +154,15 @@ def result_table(result) -> str:
     cells = [f"{name} {with_interval(result, name)}" + (" not resolved" if name in loose else "")
              for name in result.params]
     derived = getattr(result, "derived", {}) or {}
-    cells += [f"{name} {num(value)}" + (f" [{num(result.intervals[name][0])}, {num(result.intervals[name][1])}]"
+    # every derived quantity (a, b, G, N_opt, D_opt, D/N) rests on both exponents: with one loose, none is a number
+    cells += [f"{name} not identified" if loose else
+              f"{name} {num(value)}" + (f" [{num(result.intervals[name][0])}, {num(result.intervals[name][1])}]"
                                         if name in result.intervals else "") for name, value in derived.items()]
     for i in range(0, len(cells), 3):
         lines.append("  " + "   ".join(cells[i:i + 3]))
     if loose:
         lines.append(f"  {' and '.join(loose)} not resolved: the 95% interval reaches 0 or below, or the fit's bound "
-                     "(that term is not identified at these sizes); a, b, G, N_opt and D_opt rest on it")
+                     "(that term is not identified at these sizes), so a, b, G, N_opt and D_opt are not identified either")
     for note in result.diagnostics.get("notes", []):
         lines.append(f"  note: {note}")
     return "\n".join(lines)

@@ -22,6 +22,11 @@ from scalingkit.fit.base import jsonable
 
 LAW_NAMES = ("gamma", "E_C", "K", "a", "b", "kN", "kD")
 BUDGET_NAMES = ("N_opt", "D_opt", "tokens_per_param")
+# What an exponent of the 2-d law feeds: with alpha (or beta) unresolved, gamma = alpha beta / (alpha + beta), the
+# split a, b and every N_opt, D_opt and D/N are numbers without meaning (issue #19: an N_opt of 33 parameters was
+# printed as a result); E_C (= E) does not rest on them.
+RESTS_ON_EXPONENTS = ("gamma", "K", "a", "b", "kN", "kD") + BUDGET_NAMES
+NOT_IDENTIFIED = "not identified"
 
 
 def _f(x) -> float:
@@ -39,9 +44,24 @@ def fmt_interval(value, iv, digits: int = 3) -> str:
     return fmt(value, digits) + span
 
 
+def identified(result: "OptimalResult", name: str) -> bool:
+    """False for a quantity that rests on an exponent the runs do not resolve (diagnostics["unresolved"]): it is
+    printed and drawn as not identified, never as a number."""
+    return not (result.diagnostics.get("unresolved") and name in RESTS_ON_EXPONENTS)
+
+
+def budget_cell(result: "OptimalResult", row: dict, name: str, digits: int = 3) -> str:
+    if not identified(result, name):
+        return NOT_IDENTIFIED
+    return fmt_interval(row["values"].get(name), row["intervals"].get(name), digits)
+
+
 def law_cell(result: "OptimalResult", name: str) -> str:
     """A law's value and interval for the table; an end of gamma's interval that is its fitting bound (the runs
-    do not bound it there: laws.open_gamma_ends) is marked as such, not printed as if the data had set it."""
+    do not bound it there: laws.open_gamma_ends) is marked as such, not printed as if the data had set it; a value
+    that rests on an unresolved exponent is "not identified"."""
+    if not identified(result, name):
+        return NOT_IDENTIFIED
     iv = result.intervals.get(name)
     open_ends = result.diagnostics.get("gamma_open", "") if name == "gamma" else ""
     if iv is None or not open_ends:
@@ -88,10 +108,11 @@ class OptimalResult:
             return "\n".join(lines)
         for k in LAW_NAMES:
             if k in self.params:
-                lines.append(f"  {k:<6} {fmt_interval(self.params[k], self.intervals.get(k), 4)}")
+                cell = fmt_interval(self.params[k], self.intervals.get(k), 4) if identified(self, k) else NOT_IDENTIFIED
+                lines.append(f"  {k:<6} {cell}")
         for row in self.budgets:
-            lines.append(f"  at C = {row['C']:.3g}: " + ", ".join(
-                f"{k} {fmt_interval(row['values'][k], row['intervals'].get(k))}" for k in BUDGET_NAMES))
+            lines.append(f"  at C = {row['C']:.3g}: " + ", ".join(f"{k} {budget_cell(self, row, k)}"
+                                                                for k in BUDGET_NAMES))
         lines += [f"  {note}" for note in self.diagnostics.get("notes", [])]
         return "\n".join(lines)
 
@@ -179,10 +200,11 @@ class OptimalReport:
                 lines.append(f"  {r.method:<{width}}  {r.diagnostics.get('n_points', 0):>6}  "
                              + "".join(f"{cell:<{c}}" for cell, c in zip(row, cols)))
             budgets = [row["C"] for row in ok[0].budgets]
-            marked = any(_extrapolated(r, C, k) for r in ok for C in budgets for k in BUDGET_NAMES)
+            marked = any(identified(r, k) and _extrapolated(r, C, k) for r in ok for C in budgets for k in BUDGET_NAMES)
             for i, C in enumerate(budgets):
-                cells = [[fmt_interval(r.budgets[i]["values"][k], r.budgets[i]["intervals"].get(k))
-                          + (" *" if _extrapolated(r, C, k) else "") for k in BUDGET_NAMES] for r in ok]
+                cells = [[budget_cell(r, r.budgets[i], k)
+                          + (" *" if identified(r, k) and _extrapolated(r, C, k) else "") for k in BUDGET_NAMES]
+                         for r in ok]
                 cols = [max(len(k), *(len(row[j]) for row in cells)) + 2 for j, k in enumerate(("N_opt", "D_opt", "D/N"))]
                 lines.append(f"  at C = {C:.3g}" + (" (* outside the sampled N or D: the fitted law extrapolated, not "
                                                    "a measured optimum)" if marked and i == 0 else "") + ":")
@@ -191,8 +213,8 @@ class OptimalReport:
                     lines.append(f"  {r.method:<{width}}  " + "".join(f"{cell:<{c}}" for cell, c in zip(row, cols)))
         for r in ok:  # said even without --verbose (where the note below says it): these rows are not estimates
             if r.diagnostics.get("unresolved") and not verbose:
-                lines.append(f"  {r.method}: {' and '.join(r.diagnostics['unresolved'])} not resolved at these sizes: "
-                             "its a, b, N_opt and D_opt rest on it")
+                lines.append(f"  {r.method}: {' and '.join(r.diagnostics['unresolved'])} not resolved at these sizes, so "
+                             "its gamma, a, b, N_opt and D_opt are not identified")
         agreement = self.agreement()
         if agreement:
             lines.append(f"  {agreement}")

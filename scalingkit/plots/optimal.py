@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scalingkit.optimal.result import identified
 from scalingkit.plots import style
 
 COLOURS = {"envelope": "k", "isoflop-parabola": "tab:blue", "isoflop-akima": "tab:cyan", "parametric": "tab:red",
@@ -90,7 +91,7 @@ def compute_figure(report, inputs):
     lo_y = min(data_loss.min(), floor) if floor is not None else data_loss.min()
     ax.set_ylim(lo_y / 1.03, data_loss.max() * 1.05)  # a law extrapolated to small C must not set the scale
     for r in report.results:
-        if r.converged and _finite(r.params.get("gamma")):
+        if r.converged and _finite(r.params.get("gamma")) and identified(r, "gamma"):
             C = _method_range(r, report, inputs)
             y = r.predict(C)["L_opt"]
             if floor is not None and floor_kind == "exact":
@@ -115,7 +116,7 @@ def allocation_figure(report, inputs):
     from matplotlib.lines import Line2D
 
     fig, axes = style.figure(1, 2, size=(13, 5.0))
-    ok = [r for r in report.results if r.converged]
+    ok = [r for r in report.results if r.converged and identified(r, "a")]  # a row without an allocation: not drawn
     handles = []
     budgets = report.settings.get("budgets", [])
     for k, r in enumerate(ok):
@@ -215,6 +216,10 @@ def methods_figure(report):
         ax = axes[i // 3, i % 3]
         values = []
         for j, r in enumerate(results):
+            if not identified(r, key):  # rests on an unresolved exponent: said, not drawn as a number
+                ax.text(0.02, j, "not identified", transform=ax.get_yaxis_transform(), va="center", fontsize=7,
+                        color="0.4")
+                continue
             if at_budget:
                 row = r.budgets[0] if r.budgets else {"values": {}, "intervals": {}}
                 v, iv = row["values"].get(key, np.nan), row["intervals"].get(key)

@@ -783,13 +783,16 @@ class Report:
             return
         loose = unresolved_exponents(res)
         rows = [[k, with_interval(v, res.intervals.get(k)) + (" (not resolved)" if k in loose else "")]
-                for k, v in {**res.params, **res.derived}.items()]
+                for k, v in res.params.items()]
+        # every derived quantity rests on both exponents: with one loose, none of them is a number
+        rows += [[k, "not identified" if loose else with_interval(v, res.intervals.get(k))]
+                 for k, v in res.derived.items()]
         doc.table(["parameter", "estimate [95%]"], rows,
                   caption=f"{res.diagnostics.get('interval_method', 'no bootstrap')}; objective "
                           f"{fmt(res.objective)}. " + self._provenance_line(item))
         if loose:
             doc.p(f"{' and '.join(loose)} not resolved: the 95% interval reaches 0 or below, or the fit's bound "
-                  "(that term is not identified at these sizes); a, b, G, N_opt and D_opt rest on it.")
+                  "(that term is not identified at these sizes), so a, b, G, N_opt and D_opt are not identified either.")
 
     def _compare_table(self, doc: Doc, item: Item):
         d = item.obj
@@ -805,7 +808,7 @@ class Report:
                           f"{st.get('n_points')} points. " + self._provenance_line(item))
 
     def _optimal_section(self, doc: Doc, item: Item, g: dict):
-        from scalingkit.optimal.result import law_cell
+        from scalingkit.optimal.result import budget_cell, identified, law_cell
         from scalingkit.plots import optimal as po
 
         rep = item.obj
@@ -815,11 +818,10 @@ class Report:
                 rows.append([r.method, "FAILED", r.failure, "", "", "", "", ""])
                 continue
             row = [r.method, r.diagnostics.get("n_points", "-")]
-            row += [law_cell(r, k) if r.intervals.get(k) is not None else with_interval(r.params.get(k), None, 3)
-                    for k in ("gamma", "a", "b")]
+            row += [law_cell(r, k) if r.intervals.get(k) is not None or not identified(r, k)
+                    else with_interval(r.params.get(k), None, 3) for k in ("gamma", "a", "b")]
             b0 = r.budgets[0] if r.budgets else None
-            row += [with_interval(b0["values"].get(k), b0["intervals"].get(k), 3) if b0 else "-"
-                    for k in ("N_opt", "D_opt", "tokens_per_param")]
+            row += [budget_cell(r, b0, k) if b0 else "-" for k in ("N_opt", "D_opt", "tokens_per_param")]
             rows.append(row)
         budget = next((r.budgets[0]["C"] for r in rep.results if r.converged and r.budgets), None)
         at = f" at C = {fmt(budget, 3)}" if budget else ""
