@@ -23,7 +23,7 @@ TOKENS = (50_000, 100_000, 200_000, 400_000, 800_000)
 FAST = ("--bootstrap", "200", "--bootstrap-2d", "30", "--forms", "chinchilla,kernel", "--splits", "3",
         "--method", "envelope,isoflop,parametric", "--optimal-bootstrap", "20", "--workers", "1")
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-SECTIONS = ("results", "g-er64-sp", "fig2", "fig3", "scale", "provenance")
+SECTIONS = ("summary", "results", "g-er64-sp", "fig2", "fig3", "scale", "provenance")
 
 
 def make_cube(path, seed=0):
@@ -77,6 +77,14 @@ def test_first_report_computes_saves_and_embeds_everything(first):
     md = (root / "report.md").read_text()
     # what the store holds, sweep by sweep: every run of the synthetic sweep, counted from the cube
     assert re.search(rf"\| [\w-]+ \| er64 \| widths 16-64, 50K-800K tokens \| {len(WIDTHS) * len(TOKENS)} \| ", md)
+    # the summary across families, near the top: after the sweeps, before the results used and every family
+    summary = "## Summary across families: the N axis and the compute-optimal split"
+    assert md.index("| sweep | family |") < md.index(summary) < md.index("## Results used") < md.index("## er64 / sp")
+    assert "### L(N): the model-size exponent" in md and "### Compute-optimal a (N_opt ~ C^a)" in md
+    assert re.search(r"\| er64 \| sp \| 5 \| \d \| .* \| not given in PAPER\.md \|", md)
+    assert re.search(r"\| family \| param \| envelope \| isoflop-parabola \| isoflop-akima \| parametric \| "
+                     r"surrogate-mlp \| surrogate-kernel \| agreement on a \|\n\|---\|.*\n"
+                     r"\| er64 \| sp \| .* \| - \| - \| (agree|disagree|fewer)", md)  # the surrogates were not run
     linked = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
     assert len(linked) == len(srcs) and all((root / link).is_file() for link in linked)
     print(f"\nreport from nothing: {first['seconds']:.1f} s, {len(page) / 1e6:.2f} MB, {len(srcs)} figures")
@@ -112,6 +120,9 @@ def test_results_of_other_data_are_not_reused(first, tmp_path):
     assert "reused (saved" not in page
     assert f"missing: scalingkit fit --form powerlaw --store {other} --family er64 --param sp" in page
     assert "scalingkit compare --forms chinchilla,kaplan,mlp,kernel" in page
+    # nothing computed: the summary's rows say "-" where their results would be
+    assert "<td>er64</td><td>sp</td>" + "<td>-</td>" * 4 + "<td>not given in PAPER.md</td>" in page
+    assert "<td>er64</td><td>sp</td>" + "<td>-</td>" * 7 + "</tr>" in page
 
 
 def test_bad_input_is_a_one_line_error(tmp_path):

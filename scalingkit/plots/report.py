@@ -578,6 +578,7 @@ class Report:
         self._sweeps_table(doc)
         doc.p("Every number is an estimate with its 95% interval in brackets; error bars and bands in the figures "
               "are 95% too (data: 1.96 standard errors over held-out sequences; fits: their own bootstrap draws).")
+        self._summary_section(doc)
         doc.h(2, "Results used", "results")
         rows = []
         for i in self.items:
@@ -592,6 +593,30 @@ class Report:
         doc.table(["result", "family/param", "status", "file", "data sha256", "settings"], rows,
                   caption=f"Saved results are looked up in {self.fits_dir}; what is computed is saved there too and "
                           "listed by `scalingkit results`.")
+
+    def _summary_section(self, doc: Doc):
+        """Every family's L(N) exponent and compute-optimal a in two tables, from the results gathered (nothing
+        fitted here): the per-family sections below say why."""
+        from scalingkit.plots import summary
+
+        doc.h(2, "Summary across families: the N axis and the compute-optimal split", "summary")
+        colls = {}
+        for g in self.groups:
+            pl = self.item("powerlaw", g)
+            colls[(g["family"], g["param"])] = pl.obj if pl else None
+        specs = self.ds.attrs.get("families", {})
+        doc.h(3, "L(N): the model-size exponent")
+        doc.table(summary.ALPHA_HEADER,
+                  [summary.alpha_row(g, colls[(g["family"], g["param"])], specs.get(g["family"], {}).get("kind"))
+                   for g in self.groups])
+        doc.p(summary.alpha_note(list(colls.values())))
+        doc.h(3, "Compute-optimal a (N_opt ~ C^a), every method side by side")
+        rows = []
+        for g in self.groups:
+            op = self.item("optimal", g)
+            rows.append(summary.optimal_row(g, op.obj if op else None))
+        doc.table(summary.OPTIMAL_HEADER, rows)
+        doc.p(summary.optimal_note(self.settings.n_convention))
 
     def _sweeps_table(self, doc: Doc):
         """What the store holds, sweep by sweep: its grid, and per family the finished runs, their training time
