@@ -1,7 +1,8 @@
 """One self-contained HTML page per store (`scalingkit report`): every figure embedded as a data: URI, every number
 with its 95% interval and provenance, and which results were reused and which computed.
 
-What it shows, per (family, param), in the paper's order:
+It opens with a summary across families (plots/summary.py: each family's L(N) exponent and every compute-optimal
+method's a, from the results below). What it shows, per (family, param), in the paper's order:
 - Fig. 1: the loss curves and L(N, D) against N and against D; the 1-d power-law fits at every fixed D and N with
   their bands and residuals; the excess-loss view (L - floor, log-log) where the floor is exact; a table of every
   slice (exponent, offset, verdict, power/exponential ratios, the excess exponent, each with its interval);
