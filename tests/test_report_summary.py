@@ -85,7 +85,7 @@ def test_optimal_row_failed_unidentified_and_numbers(fits):
     assert cells["envelope"].startswith("FAILED: ")
     assert cells["parametric"] == "not identified"
     assert cells["surrogate-mlp"] == cells["surrogate-kernel"] == "-"  # not run
-    assert row[-1] == "fewer than two methods identify a"
+    assert row[-1] == "fewer than two methods give a"
 
     real = summary.optimal_row(GROUPS[1], reports["real"])
     cells = dict(zip(summary.METHOD_ORDER, real[2:8]))

@@ -65,7 +65,7 @@ def alpha_row(g: dict, coll, family_kind: str | None) -> list[str]:
     if alpha_resolved(last):
         largest = with_interval(last.params.get("alpha"), last.intervals.get("alpha"), 3) + at
     else:
-        largest = ("FAILED" if not last.converged else "not resolved") + at
+        largest = "not resolved" + at + ("" if last.converged else " (the fit failed)")
     values = [r.params["alpha"] for r in good]
     span = ("-" if not values else fmt(values[0], 3) if len(values) == 1
             else f"{fmt(min(values), 3)} to {fmt(max(values), 3)}")
@@ -111,7 +111,7 @@ def agreement_cell(report) -> str:
     y' (the why stays in the family's own section)."""
     line = report.agreement()
     if not line:
-        return "fewer than two methods identify a"
+        return "fewer than two methods give a"
     m = re.match(r"the \d+ methods agree on a within (\S+) \((.*)\)$", line)
     if m:
         return f"agree within {m[1]} ({m[2]})"
