@@ -106,3 +106,27 @@ def test_surrogate_search_clips_where_the_optimum_leaves_the_grid():
     outside = (np.log(n_opt / lo) < -step) | (np.log(hi / n_opt) < -step)
     assert kept[well_inside].all() and not kept[outside].any()
     assert outside.any()
+
+
+def test_a_profile_cut_by_the_budgets_names_the_size_beyond_it_and_a_failure_says_why():
+    """A grid whose budgets do not reach where the optimum lies: a profile's end is then often not the sweep's end
+    (the next size would need a budget it was not trained on). An optimum there is rejected with that size and the
+    budget it would need; when too few optima remain, the failure line counts the rejections by reason instead of
+    only saying the optima are too few."""
+    import re
+
+    N = np.geomspace(1e4, 2e5, 5)
+    D = np.geomspace(1e6, 1.6e7, 5)  # budgets 100x past N: with D_opt ~ N_opt the optima lie above the sizes
+    law = Law(E=2.5, A=60.0, B=60.0, alpha=0.5, beta=0.5)
+    parabola, akima = isoflop(Inputs("cut", _law_table(law, N, D)), [1e12], bootstrap=0)
+    cut = [(p, p["parabola"]["reject"]) for p in parabola.diagnostics["profiles"]
+           if p["parabola"]["reject"] and "this profile reaches" in p["parabola"]["reject"]]
+    assert cut, [p["parabola"]["reject"] for p in parabola.diagnostics["profiles"]]
+    for profile, why in cut:
+        n, need = (float(x) for x in re.search(r"N = (\S+) would need D = (\S+), outside", why).groups())
+        assert n not in np.round(profile["N"], -2) and np.isclose(n, N, rtol=1e-2).any(), (n, profile["N"])
+        assert np.isclose(need, profile["C"] / (6 * n), rtol=1e-2) and not D[0] <= need <= D[-1], why
+        assert f"outside the {D[0]:.3g} to {D[-1]:.3g} it was trained on" in why
+    assert not parabola.converged
+    assert "profiles rejected:" in parabola.failure and "this profile reaches" in parabola.failure, parabola.failure
+    assert parabola.failure.startswith(f"{parabola.diagnostics['n_points']} compute-optimal point(s)")

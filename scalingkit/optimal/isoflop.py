@@ -141,9 +141,9 @@ def fit_profile(logN: np.ndarray, L: np.ndarray) -> dict:
     lowest = int(np.argmin(y))
     edge = None
     if lowest == 0:
-        edge = "lowest loss at the smallest N (optimum below the sampled range)"
+        edge = "lowest loss at the smallest N (optimum below the sampled sizes)"
     elif lowest == len(y) - 1:
-        edge = "lowest loss at the largest N (optimum above the sampled range)"
+        edge = "lowest loss at the largest N (optimum above the sampled sizes)"
     c2, c1, c0 = np.polyfit(x, y, 2)  # least squares; numpy's is the standard tool for a polynomial
     para = {"coef": [float(c2), float(c1), float(c0)], "reject": edge}
     if c2 <= 0:
@@ -165,15 +165,56 @@ def fit_profile(logN: np.ndarray, L: np.ndarray) -> dict:
 KINDS = ("parabola", "akima")
 
 
+def _beyond_reach(C: float, profile_N, N, D) -> dict:
+    """Why a profile ends where it does: the sampled sizes just outside it, each with the token budget it would
+    need at this C (D = C / 6N) and the range it was trained on. A profile's smallest N is often not the sweep's
+    smallest: a smaller model enters this C only at a budget the sweep did not train (an IsoFLOP profile of a
+    grid sweep is cut by the grid's D range, not only by its N range)."""
+    sizes = np.unique(N)
+    out = {}
+    for side, n in (("below", sizes[sizes < min(profile_N) * (1 - MERGE)]),
+                    ("above", sizes[sizes > max(profile_N) * (1 + MERGE)])):
+        if len(n):
+            n = float(n.max() if side == "below" else n.min())
+            trained = D[N == n]
+            out[side] = (f"N = {n:.3g} would need D = {C / (6 * n):.3g}, outside the {trained.min():.3g} to "
+                         f"{trained.max():.3g} it was trained on")
+    return out
+
+
 def profile_records(N, D, L, mode: str, n_slices=8, bin_width=0.1) -> list[dict]:
-    """Every usable slice's profile (merged sizes) and both its minima."""
+    """Every usable slice's profile (merged sizes) and both its minima. An optimum at a profile's end that is not
+    the sweep's end says which size lies beyond it and why that size is not in this profile."""
     records = []
     for p in sliced(N, D, L, mode, n_slices, bin_width):
         x, y = merge_close(np.log(p["N"]), p["L"])
         if len(x) < MIN_PROFILE:
             continue
-        records.append({"C": p["C"], "N": np.exp(x).tolist(), "L": y.tolist(), **fit_profile(x, y)})
+        rec = {"C": p["C"], "N": np.exp(x).tolist(), "L": y.tolist(), **fit_profile(x, y)}
+        reach = _beyond_reach(p["C"], rec["N"], N, D)
+        for kind in KINDS:
+            why = rec[kind]["reject"] or ""
+            side = "below" if "smallest N" in why else "above" if "largest N" in why else None
+            if side in reach:
+                end = "smallest" if side == "below" else "largest"
+                rec[kind]["reject"] = f"lowest loss at the {end} N this profile reaches ({reach[side]})"
+        records.append(rec)
     return records
+
+
+def rejection_summary(records, kind: str) -> str:
+    """One clause: how many profiles were rejected, and for what, most common reason first."""
+    from collections import Counter
+
+    reasons = Counter()
+    for r in records:
+        why = r[kind]["reject"]
+        if why:
+            reasons[why.split(" (")[0]] += 1
+    if not reasons:
+        return ""
+    parts = [f"{n} {why}" for why, n in reasons.most_common()]
+    return f"{sum(reasons.values())} of {len(records)} profiles rejected: " + ", ".join(parts)
 
 
 def accepted(records, kind: str):
@@ -225,7 +266,10 @@ def isoflop(inputs: Inputs, budgets, *, slicing="auto", n_slices=8, bin_width=0.
             f"left fewer than {MIN_LINE_POINTS} accepted optima (too few slices, or optima at the edge)",
             "take the profile optima as independent observations (they share runs, so too narrow)")
         C, Nopt, Dopt, Lopt = accepted(records, kind)
-        out.append(laws_from_points(method, C, Nopt, Dopt, Lopt, budgets, bootstrap=bootstrap, seed=seed,
-                                    confidence=confidence, workers=workers, diagnostics=diag, line_draws=coefs,
-                                    line_method=line_method, gamma_draws=gammas, floor=inputs.offset_floor))
+        result = laws_from_points(method, C, Nopt, Dopt, Lopt, budgets, bootstrap=bootstrap, seed=seed,
+                                  confidence=confidence, workers=workers, diagnostics=diag, line_draws=coefs,
+                                  line_method=line_method, gamma_draws=gammas, floor=inputs.offset_floor)
+        if not result.converged and rej:  # say why the optima are too few, not only that they are
+            result.diagnostics["failure"] += f" ({rejection_summary(records, kind)})"
+        out.append(result)
     return out
