@@ -58,6 +58,16 @@ def test_json_and_out_directory(cube, tmp_path):
         assert set(r["params"]) >= {"gamma", "a", "b"}
         assert set(r["budgets"][0]["values"]) == {"N_opt", "D_opt", "tokens_per_param"}
     assert list(tmp_path.glob("optimal-*.json")) and list(tmp_path.glob("optimal-compute-*.png"))
+    # the envelope is over each run's final point by default (a cosine run's earlier points are not what a run of
+    # that length reaches); --envelope-min-fraction 0 takes every logged point
+    envelope = doc["results"][0]
+    assert doc["settings"]["envelope_min_fraction"] == 1.0 and envelope["diagnostics"]["min_fraction"] == 1.0
+    on = envelope["diagnostics"]["notes"][0]  # "K envelope points from R of M runs, ...; F are final points"
+    assert on.split(" envelope points")[0] == on.split("; ")[-1].split(" are final")[0], on
+    every = json.loads(run_cli("optimal", "--method", "envelope", "--store", cube, "--json", "--out", tmp_path,
+                               "--envelope-min-fraction", "0", *FAST).stdout)["results"][0]
+    notes = every["diagnostics"]["notes"][0]
+    assert int(notes.split(" envelope points")[0]) > int(notes.split("; ")[-1].split(" are final")[0]), notes
 
 
 @pytest.mark.parametrize("args, message", [

@@ -130,3 +130,30 @@ def test_a_profile_cut_by_the_budgets_names_the_size_beyond_it_and_a_failure_say
     assert not parabola.converged
     assert "profiles rejected:" in parabola.failure and "this profile reaches" in parabola.failure, parabola.failure
     assert parabola.failure.startswith(f"{parabola.diagnostics['n_points']} compute-optimal point(s)")
+
+
+def test_a_surrogate_optimum_within_half_a_data_spacing_of_the_box_edge_is_clipped():
+    """The same exact law searched with margins: a C is kept only where its optimum lies at least the margin inside
+    the constraint's stretch of the box, so the kept C shrink to exactly those, and with no margin the test above's
+    rule holds. data_margin is half the median log spacing of the sampled values."""
+    from scalingkit.optimal.surrogate import data_margin
+
+    assert data_margin([1e4, 2e4, 4e4, 8e4]) == pytest.approx(0.5 * np.log(2))
+    assert data_margin([5.0]) == 0.0
+    N_range, D_range = (1e6, 1e8), (1e8, 1e10)
+    law = Law.centred(N_range, D_range)
+    margin = 0.25 * np.log(10)  # a quarter decade: half the spacing of a grid sampled every half decade
+    loose = minimise_along_compute(law, N_range, D_range, grid=100)
+    strict = minimise_along_compute(law, N_range, D_range, grid=100, margins=(margin, margin))
+    assert 3 <= strict["kept"] < loose["kept"]
+    assert set(strict["C"]) <= set(loose["C"])
+    lo = np.maximum(N_range[0], strict["C"] / (6 * D_range[1]))
+    hi = np.minimum(N_range[1], strict["C"] / (6 * D_range[0]))
+    n_opt = law.N_opt(strict["C"])
+    step = np.log(N_range[1] / N_range[0]) / 99  # the grid's own resolution
+    assert np.all(np.log(n_opt / lo) > margin - step) and np.all(np.log(hi / n_opt) > margin - step)
+    dropped = np.setdiff1d(loose["C"], strict["C"])
+    n_drop = law.N_opt(dropped)
+    lo_d = np.maximum(N_range[0], dropped / (6 * D_range[1]))
+    hi_d = np.minimum(N_range[1], dropped / (6 * D_range[0]))
+    assert np.all((np.log(n_drop / lo_d) < margin + step) | (np.log(hi_d / n_drop) < margin + step))

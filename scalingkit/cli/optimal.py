@@ -47,8 +47,9 @@ DEFAULT_STORE = "store/cube.zarr"
               show_default=True, help="IsoFLOP: interpolate each N along D (a grid sweep) or bin runs by C.")
 @click.option("--isoflop-slices", default=8, show_default=True, type=click.IntRange(min=1),
               help="IsoFLOP: budgets to slice at (interpolate mode).")
-@click.option("--envelope-min-fraction", default=0.0, show_default=True, type=click.FloatRange(0, 1),
-              help="Envelope: skip each run's points before this share of its tokens (0: every point).")
+@click.option("--envelope-min-fraction", default=1.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Envelope: skip each run's points before this share of its tokens (1: each run's final point, "
+                   "where its schedule has decayed; 0: every logged point, Hoffmann's approach 1).")
 @click.option("--envelope-edges", type=click.Choice(["clip", "keep"]), default="clip", show_default=True,
               help="Envelope: leave points on the smallest or largest N out of the fits (clip) or keep them.")
 @click.option("--workers", default=None, type=click.IntRange(min=1), help="Processes (default: all cores).")

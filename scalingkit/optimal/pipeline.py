@@ -27,7 +27,11 @@ DEFAULTS = {
     "seed": 0,
     "confidence": 0.95,
     "interval": "bca",  # parametric: the fits' default
-    "envelope_min_fraction": 0.0,  # every logged point
+    # the runs' final points only: a run's earlier points are at a learning rate its cosine schedule has not yet
+    # decayed, above what a run of that length reaches, and they pull the envelope toward long runs of small
+    # models (measured on the N-axis pilots, benchmarks/RESULTS.md: a = 0.12-0.15 with every point, 0.32-0.42 with
+    # final points, against 0.45-0.48 from the Chinchilla fit); 0.0 is Hoffmann's every-point envelope
+    "envelope_min_fraction": 1.0,
     "envelope_edges": "clip",  # leave envelope points on the smallest or largest N out of the fits
     "isoflop_slicing": "auto",
     "isoflop_slices": 8,

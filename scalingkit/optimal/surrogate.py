@@ -37,10 +37,24 @@ from scalingkit.optimal.result import OptimalResult, failed
 SURROGATES = ("mlp", "kernel")
 
 
-def _search(predict, axis: np.ndarray, C: np.ndarray, other_range, over: str):
+def data_margin(values) -> float:
+    """Half the median log spacing of the sampled values of one axis (0 with fewer than two).
+
+    An optimum of the surrogate closer than this to an end of the constraint's stretch inside the data box is not
+    bracketed by the data: the nearest sampled size past it lies outside the box, so the surface there is the
+    smoother's own shape, not the runs'. Measured on the CPU pilots (benchmarks/RESULTS.md, "The N axis"): at high C
+    the stretch inside the box shrinks to the corner (N_max, D_max), and minima 0.05 dex inside it pulled the kernel
+    surrogate's a to 0.77 against 0.35-0.45 for every other method; the IsoFLOP method's rule is the same in
+    spirit (a sampled size on both sides of the minimum)."""
+    x = np.unique(np.log(np.asarray(values, dtype=float)))
+    return 0.5 * float(np.median(np.diff(x))) if len(x) > 1 else 0.0
+
+
+def _search(predict, axis: np.ndarray, C: np.ndarray, other_range, over: str, margin: float = 0.0):
     """Minimise along each C over `axis` (the N grid when over == "N", the D grid otherwise).
 
-    Returns (log of the optimal axis value, minimum loss, interior?) per C. One predict call for the whole
+    Returns (log of the optimal axis value, minimum loss, interior?) per C; interior means at least `margin` (in
+    log units) from both ends of the stretch of the constraint inside the box. One predict call for the whole
     (C, axis) table keeps the surrogate's work vectorised.
     """
     other = C[:, None] / (6.0 * axis[None, :])  # the other variable on the constraint
@@ -55,6 +69,7 @@ def _search(predict, axis: np.ndarray, C: np.ndarray, other_range, over: str):
     first = np.argmax(valid, axis=1)
     last = valid.shape[1] - 1 - np.argmax(valid[:, ::-1], axis=1)
     interior = valid.any(axis=1) & (best > first) & (best < last)
+    interior &= (x[best] - x[first] >= margin) & (x[last] - x[best] >= margin)
     rows = np.arange(len(C))
     i = np.clip(best, 1, len(axis) - 2)
     l0, l1, l2 = L[rows, i - 1], L[rows, i], L[rows, i + 1]
@@ -65,15 +80,17 @@ def _search(predict, axis: np.ndarray, C: np.ndarray, other_range, over: str):
     return np.where(interior, x[i] + shift, x[best]), np.where(interior, value, L[rows, best]), interior
 
 
-def minimise_along_compute(predict, N_range, D_range, grid: int = 100, n_compute: int | None = None) -> dict:
-    """Optima over N and over D for C log-spaced over the data box, with what is clipped and how far they agree."""
+def minimise_along_compute(predict, N_range, D_range, grid: int = 100, n_compute: int | None = None,
+                           margins: tuple[float, float] = (0.0, 0.0)) -> dict:
+    """Optima over N and over D for C log-spaced over the data box, with what is clipped and how far they agree.
+    margins: (over N, over D) in log units, how far inside its stretch an optimum must lie (data_margin)."""
     if grid < 5:
         raise UserError(f"the surrogate grid needs at least 5 points per axis, got {grid}")
     Ng = np.geomspace(*N_range, grid)
     Dg = np.geomspace(*D_range, grid)
     C = np.geomspace(6 * N_range[0] * D_range[0], 6 * N_range[1] * D_range[1], n_compute or grid)
-    lnN, LN, inN = _search(predict, Ng, C, D_range, "N")
-    lnD, LD, inD = _search(predict, Dg, C, N_range, "D")
+    lnN, LN, inN = _search(predict, Ng, C, D_range, "N", margins[0])
+    lnD, LD, inD = _search(predict, Dg, C, N_range, "D", margins[1])
     keep = inN & inD
     lnN_from_D = np.log(C / 6.0) - lnD
     gap = np.abs(lnN - lnN_from_D)[keep] / np.log(10)
@@ -114,7 +131,8 @@ def kernel_line_draws(inputs: Inputs, fitted, settings: dict, grid: int, draws: 
         sur = KernelSurrogate(**held).fit(n, d, L[runs])
         if not sur.converged:
             return [None]
-        opt = minimise_along_compute(sur.predict, (n.min(), n.max()), (d.min(), d.max()), grid)
+        opt = minimise_along_compute(sur.predict, (n.min(), n.max()), (d.min(), d.max()), grid,
+                                     margins=(data_margin(n), data_margin(d)))
         return [(opt["C"], opt["N"], opt["C"] / (6.0 * opt["N"]), opt["L"])]
 
     return lines_over_runs(optima, len(N), draws, seed, floor=inputs.offset_floor)[0]
@@ -134,9 +152,11 @@ def surrogate(inputs: Inputs, budgets, *, kind="mlp", grid=100, surrogate_settin
     fit_seconds = time.perf_counter() - t0
     if not sur.converged:
         return failed(method, f"the {kind} surrogate fit failed: {sur.failure}", n_points=0)
-    opt = minimise_along_compute(sur.predict, (N.min(), N.max()), (D.min(), D.max()), grid)
+    margins = (data_margin(N), data_margin(D))
+    opt = minimise_along_compute(sur.predict, (N.min(), N.max()), (D.min(), D.max()), grid, margins=margins)
     notes = [f"{opt['kept']} of {opt['n_compute']} compute values kept: {opt['clipped_low']} clipped below and "
-             f"{opt['clipped_high']} above where the optimum runs off the grid"
+             f"{opt['clipped_high']} above where the optimum runs off the grid or lies within half a data spacing "
+             f"({margins[0] / np.log(10):.2g} dex in N, {margins[1] / np.log(10):.2g} in D) of its edge"
              + (f", {opt['holes']} inside" if opt["holes"] else "")
              + (f"; kept C from {opt['kept_range'][0]:.3g} to {opt['kept_range'][1]:.3g}" if opt["kept_range"]
                 else ""),
