@@ -37,11 +37,12 @@ demo: $(STAMP)
 	@$(BIN)/scalingkit report --out store/report.html --splits 10 > /dev/null  # its path is on its last line
 
 # The CPU reproduction of the study (not part of `make test`; hours on 2 cores, each preset's time is in
-# benchmarks/RESULTS.md): ER walks (kappa 0 and 1), BA walks, bigram walks, text from 1- and 2-layer generators and
-# natural text, all into one store, then the report (store/reproduce_cpu.html) and docs/results-cpu.md, both
+# benchmarks/RESULTS.md): the N axis on kappa-1 walks on a dense ER graph (capacity binds: a model-size exponent),
+# ER walks (kappa 0 and 1), BA walks, bigram walks, text from 1- and 2-layer generators and natural text, all into
+# one store, then the report (store/reproduce_cpu.html) and docs/results-cpu.md, both
 # written by the tool. A re-run trains only what is missing.
 REPRO_STORE := store/reproduce_cpu.zarr
-REPRO_SWEEPS := er_cpu er_kappa1_cpu ba_cpu bigram_cpu t1l_cpu t2l_cpu text_cpu
+REPRO_SWEEPS := er_capacity_cpu er_cpu er_kappa1_cpu ba_cpu bigram_cpu t1l_cpu t2l_cpu text_cpu
 reproduce-cpu: $(STAMP)
 	@for s in $(REPRO_SWEEPS); do \
 	  start=$$(date +%s); \
