@@ -94,3 +94,17 @@ def test_an_isoflop_figure_draws_from_a_saved_report_whose_profile_had_no_minimu
     assert back["isoflop-parabola"].diagnostics["profiles"][0]["parabola"]["logN"] is None
     markers = [len(isoflop_figure(r, synthetic_inputs).axes[0].lines) for r in (report, back)]
     assert markers[0] == markers[1] > 0
+
+
+def test_an_l_opt_law_with_too_few_optima_reads_not_fitted_not_nan():
+    """Three optima fix a and b but not L_opt(C)'s three parameters: gamma is NaN in the result, and the table says
+    'not fitted' (its note says why) rather than printing nan."""
+    from scalingkit.optimal.laws import laws_from_points
+
+    C = np.array([1e10, 2e10, 4e10])
+    N = 1e3 * C ** 0.5 / 1e5
+    res = laws_from_points("isoflop-parabola", C, N, C / (6 * N), 3.0 + C ** -0.1, [1e11], bootstrap=0)
+    assert res.converged and np.isnan(res.params["gamma"]) and res.diagnostics["gamma_failure"]
+    row = next(line for line in OptimalReport("g", [res]).table().splitlines() if line.strip().startswith("isoflop"))
+    assert "not fitted" in row and "nan" not in row, row
+    assert any("L_opt(C) not fitted" in n for n in res.diagnostics["notes"])

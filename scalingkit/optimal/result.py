@@ -62,6 +62,8 @@ def law_cell(result: "OptimalResult", name: str) -> str:
     that rests on an unresolved exponent is "not identified"."""
     if not identified(result, name):
         return NOT_IDENTIFIED
+    if name in ("gamma", "E_C", "K") and result.diagnostics.get("gamma_failure"):
+        return "not fitted"  # L_opt(C) has too few optima for its three parameters: a note says why, not "nan"
     iv = result.intervals.get(name)
     open_ends = result.diagnostics.get("gamma_open", "") if name == "gamma" else ""
     if iv is None or not open_ends:

@@ -845,6 +845,7 @@ class Report:
                 continue
             row = [r.method, r.diagnostics.get("n_points", "-")]
             row += [law_cell(r, k) if r.intervals.get(k) is not None or not identified(r, k)
+                    or (k == "gamma" and r.diagnostics.get("gamma_failure"))
                     else with_interval(r.params.get(k), None, 3) for k in ("gamma", "a", "b")]
             b0 = r.budgets[0] if r.budgets else None
             row += [budget_cell(r, b0, k) if b0 else "-" for k in ("N_opt", "D_opt", "tokens_per_param")]
