@@ -157,3 +157,21 @@ def test_a_surrogate_optimum_within_half_a_data_spacing_of_the_box_edge_is_clipp
     lo_d = np.maximum(N_range[0], dropped / (6 * D_range[1]))
     hi_d = np.minimum(N_range[1], dropped / (6 * D_range[0]))
     assert np.all((np.log(n_drop / lo_d) < margin + step) | (np.log(hi_d / n_drop) < margin + step))
+
+
+def test_a_surrogate_whose_optimum_stays_between_two_sampled_sizes_fails_and_says_why():
+    """The demo's law (its Chinchilla fit) on exact data: on budgets that hold the compute-optimal ridge only over a
+    short stretch, the kernel surrogate's optimum never crosses a sampled size, and its a would be the smoother's
+    interpolation: the method fails and says so. On budgets that hold the ridge it succeeds, near the law's a."""
+    from scalingkit.optimal.surrogate import surrogate
+
+    law = Law(E=2.812, A=1.26e4, B=1.27e4, alpha=1.115, beta=0.893)
+    N = np.array([17016, 28832, 61680, 106816, 164240.0])
+    short = surrogate(Inputs("short", _law_table(law, N, np.geomspace(5e4, 4e5, 4))), [1e12], kind="kernel",
+                      grid=60, bootstrap=0)
+    assert not short.converged and "the optimum moves over" in short.failure, short.failure
+    assert "less than one step between sampled sizes (0.23 dex)" in short.failure
+    wide = surrogate(Inputs("wide", _law_table(law, N, np.geomspace(2e5, 6.4e6, 6))), [1e12], kind="kernel",
+                     grid=60, bootstrap=0)
+    assert wide.converged, wide.failure
+    assert wide["a"] == pytest.approx(law.beta / (law.alpha + law.beta), abs=0.05)

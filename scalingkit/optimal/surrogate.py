@@ -168,6 +168,17 @@ def surrogate(inputs: Inputs, budgets, *, kind="mlp", grid=100, surrogate_settin
         k: v for k, v in sur.diagnostics.items() if not isinstance(v, (dict, list))}, notes=notes)
     diag["search_over_D"] = {"N": opt["N_from_D"].tolist(), "L": opt["L_from_D"].tolist()}
     C, Nopt = opt["C"], opt["N"]
+    moved = float(np.log(Nopt.max() / Nopt.min())) if len(Nopt) else 0.0
+    if opt["kept"] >= MIN_LINE_POINTS and moved < 2 * margins[0]:
+        # the grid minima are dense points of one smooth surface: their slope is only the runs' where the optimum
+        # crosses at least one sampled size; between two sizes it is the smoother's interpolation
+        diag["failure"] = (f"the optimum moves over {moved / np.log(10):.2g} dex of N (C from {C.min():.3g} to "
+                           f"{C.max():.3g}), less than one step between sampled sizes ({2 * margins[0] / np.log(10):.2g}"
+                           " dex): a and b would be the smoother's, not the runs'")
+        diag["n_points"] = int(len(C))
+        diag["points_moved_dex"] = moved / np.log(10)
+        return OptimalResult(method, points={"C": C.tolist(), "N": Nopt.tolist(), "D": (C / (6.0 * Nopt)).tolist(),
+                                             "L": opt["L"].tolist()}, diagnostics=diag, converged=False)
     coefs = line_method = gammas = None
     if kind == "kernel":
         drawn = None
