@@ -82,6 +82,12 @@ def test_first_report_computes_saves_and_embeds_everything(first):
     assert md.index("| sweep | family |") < md.index(summary) < md.index("## Results used") < md.index("## er64 / sp")
     assert "### L(N): the model-size exponent" in md and "### Compute-optimal a (N_opt ~ C^a)" in md
     assert re.search(r"\| er64 \| sp \| 5 \| \d \| .* \| not given in PAPER\.md \|", md)
+    # what this scale can show says the same as the summary: how many L(N) slices resolve alpha, and their range
+    resolved = int(re.search(r"\| er64 \| sp \| 5 \| (\d) \|", md).group(1))
+    scale = md[md.index("## What this scale can and cannot show"):]
+    line = next(x for x in scale.splitlines() if x.startswith("- er64/sp, L(N) at fixed D"))
+    assert (f"alpha resolved in {resolved} of 5" in line) == (resolved > 0), line
+    assert ("alpha is not resolved at this size" in line) == (resolved == 0), line
     assert re.search(r"\| family \| param \| envelope \| isoflop-parabola \| isoflop-akima \| parametric \| "
                      r"surrogate-mlp \| surrogate-kernel \| agreement on a \|\n\|---\|.*\n"
                      r"\| er64 \| sp \| .* \| - \| - \| (agree|disagree|fewer)", md)  # the surrogates were not run

@@ -541,14 +541,23 @@ class Report:
                 calls = [((r.diagnostics.get("verdict") or {}).get("verdict") or "no verdict") if r.converged
                          else "failed" for r in fits]
                 bounded = sum(1 for r in fits if r.converged and at_fitting_bound(r, exponent))
+                resolved = [r for r in fits if r.converged and not at_fitting_bound(r, exponent)
+                            and (r.intervals.get(exponent) or (0.0,))[0] > 0]
                 other = "D" if axis == "N" else "N"
                 text = (f"{g['family']}/{g['param']}, L({axis}) at fixed {other}: "
                         + ", ".join(f"{calls.count(c)} {c}" for c in dict.fromkeys(calls)) + f" of {len(fits)} slices")
-                if bounded or calls.count("power law") < len(fits) / 2:
-                    text += (f"; {exponent} is not resolved at this size" + (f" ({bounded} at or reaching its fitting bound)"
-                                                                            if bounded else "")
-                             + (": the models are data-limited, so the loss hardly changes with N at fixed D"
-                                if axis == "N" else ": more budgets past the plateau, or more seeds, are needed"))
+                if resolved:
+                    values = sorted(r.params[exponent] for r in resolved)
+                    text += (f"; {exponent} resolved in {len(resolved)} of {len(fits)} ({values[0]:.3g} to "
+                             f"{values[-1]:.3g})")
+                if not resolved or calls.count("power law") < len(fits) / 2:
+                    text += (f"; {exponent} is not resolved at this size" if not resolved else
+                             f"; fewer than half the slices are called power laws")
+                    text += (f" ({bounded} at or reaching its fitting bound)" if bounded else "")
+                    text += (": the loss hardly changes with N at fixed D over these widths (on unbiased walks every "
+                             "width above a capacity cliff reaches the same loss; benchmarks/RESULTS.md, The N axis)"
+                             if axis == "N" and not resolved else
+                             ": more budgets past the plateau, or more seeds, are needed")
                 items.append(text)
         unknown = [f for f, (floor, kind) in self.floors.items() if kind != "exact"]
         if unknown:
@@ -556,7 +565,9 @@ class Report:
                          "bounded, and their exponents are not placed at an exact entropy.")
         items.append("What the GPU presets (sweeps/*_gpu.toml) add: widths to 2,048-4,096, budgets to 160M tokens, "
                      "14 learning rates and 3 seeds, graphs of 8,192 nodes and the GPT-2 vocabulary for language: "
-                     "N-exponents resolved, families separated by their entropy, and the muP/SP comparison.")
+                     "N-exponents where CPU widths sit past the capacity cliff (unbiased walks, language), budgets "
+                     "that hold the compute-optimal ridge over decades of C, families separated by their entropy, "
+                     "and the muP/SP comparison.")
         doc.ul(items)
 
     def _header(self, doc: Doc):
