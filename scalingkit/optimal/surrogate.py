@@ -172,9 +172,9 @@ def surrogate(inputs: Inputs, budgets, *, kind="mlp", grid=100, surrogate_settin
     if opt["kept"] >= MIN_LINE_POINTS and moved < 2 * margins[0]:
         # the grid minima are dense points of one smooth surface: their slope is only the runs' where the optimum
         # crosses at least one sampled size; between two sizes it is the smoother's interpolation
-        diag["failure"] = (f"the optimum moves over {moved / np.log(10):.2g} dex of N (C from {C.min():.3g} to "
-                           f"{C.max():.3g}), less than one step between sampled sizes ({2 * margins[0] / np.log(10):.2g}"
-                           " dex): a and b would be the smoother's, not the runs'")
+        diag["failure"] = (f"the optimum moves {moved / np.log(10):.2g} dex in N, less than one step between sampled "
+                           f"sizes ({2 * margins[0] / np.log(10):.2g} dex), over C from {C.min():.3g} to {C.max():.3g}: "
+                           "a and b would be the smoother's interpolation, not the runs'")
         diag["n_points"] = int(len(C))
         diag["points_moved_dex"] = moved / np.log(10)
         return OptimalResult(method, points={"C": C.tolist(), "N": Nopt.tolist(), "D": (C / (6.0 * Nopt)).tolist(),
