@@ -230,6 +230,8 @@ class Chinchilla(Estimator2D):
 
     def fit(self, N, D=None, loss=None, *, label: str = "", se=None) -> FitResult:
         result = super().fit(N, D, loss, label=label, se=se)
+        if result.converged:
+            record_term_sizes(result, N, D, loss)
         floor = self.settings["floor"]
         if floor is None:
             return result
@@ -252,6 +254,23 @@ class Chinchilla(Estimator2D):
         if floor is not None and self.settings["offset"] == "free":
             E = draws[:, names.index("E")]
             diag["bootstrap_E_at_floor"] = int(np.sum(E <= floor * (1 + AT_FLOOR_RTOL)))
+
+
+def record_term_sizes(result: FitResult, N, D, loss) -> None:
+    """How much each term of the fit moves the loss over the sampled sizes, against the fit's residual scatter.
+
+    A term whose change over the sampled range (A (N_min^-alpha - N_max^-alpha), and likewise in D) is less than
+    twice the residuals' RMS is not identified, whatever its exponent's interval says: on runs whose loss does not move
+    with N the fit can put alpha at 2 with A tiny, an interval clear of 0, and an N_opt of 0.2 parameters (measured,
+    benchmarks/RESULTS.md, "The N axis"). fit/resolved.py reads these."""
+    N, D, L = (np.asarray(v, dtype=float) for v in (N, D, loss))
+    p = result.params
+    with np.errstate(over="ignore", invalid="ignore"):
+        moves = {"alpha": p["A"] * (N.min() ** -p["alpha"] - N.max() ** -p["alpha"]),
+                 "beta": p["B"] * (D.min() ** -p["beta"] - D.max() ** -p["beta"])}
+        rms = float(np.sqrt(np.mean((L - predict(result, N, D)) ** 2)))
+    result.diagnostics["term_moves"] = {k: float(v) for k, v in moves.items()}
+    result.diagnostics["residual_rms"] = rms
 
 
 @register_form("chinchilla")

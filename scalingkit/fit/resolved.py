@@ -16,15 +16,27 @@ def at_fitting_bound(result, name: str) -> bool:
     return touches(value) or (iv is not None and (touches(iv[0]) or touches(iv[1])))
 
 
+TERM_OVER_SCATTER = 2.0  # a term must move the loss by more than twice the residual RMS: what two runs' scatter makes
+
+
+def term_too_small(result, name: str) -> bool:
+    """The fit's term of this exponent moves the loss over the sampled sizes by less than twice the fit's residual
+    RMS (fit/chinchilla.record_term_sizes): the term is within the scatter, its exponent not an estimate."""
+    moves, rms = result.diagnostics.get("term_moves", {}), result.diagnostics.get("residual_rms")
+    return name in moves and rms is not None and not moves[name] > TERM_OVER_SCATTER * rms
+
+
 def unresolved_exponents(result) -> list[str]:
     """A 2-d law's exponents (alpha, beta) that the data do not pin down: the 95% interval reaches 0 or below (no
-    decrease along that axis is established), or the estimate sits on a bound of its fit."""
+    decrease along that axis is established), the estimate sits on a bound of its fit, or its term moves the loss
+    over the sampled sizes by less than twice the residual RMS."""
     if result.form not in ("chinchilla", "kaplan"):
         return []
     out = []
     for name in ("alpha", "beta"):
         iv = result.intervals.get(name)
         if name in result.params and (name in result.diagnostics.get("at_bound", []) or
-                                      (iv is not None and iv[0] is not None and iv[0] <= 0)):
+                                      (iv is not None and iv[0] is not None and iv[0] <= 0)
+                                      or term_too_small(result, name)):
             out.append(name)
     return out

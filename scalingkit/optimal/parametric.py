@@ -86,8 +86,10 @@ def parametric(inputs: Inputs, budgets, *, bootstrap=200, seed=0, confidence=0.9
         # by the runs, and a, b, N_opt and D_opt all rest on it (fit/resolved.py reads the 2-d fits the same way)
         ends = bs.percentile_interval(draw_params[:, 3:5], alpha)
         diag["exponent_intervals"] = {k: (float(ends[0][i]), float(ends[1][i])) for i, k in enumerate(("alpha", "beta"))}
+    from scalingkit.fit.resolved import term_too_small
+
     unresolved = [k for k in ("alpha", "beta") if k in fit.diagnostics.get("at_bound", [])
-                  or diag.get("exponent_intervals", {}).get(k, (1.0,))[0] <= 0]
+                  or diag.get("exponent_intervals", {}).get(k, (1.0,))[0] <= 0 or term_too_small(fit, k)]
     rows = []
     for j, c in enumerate(np.atleast_1d(budgets)):
         k = len(names) + 3 * j
@@ -103,6 +105,7 @@ def parametric(inputs: Inputs, budgets, *, bootstrap=200, seed=0, confidence=0.9
         diag["unresolved"] = unresolved
         diag["notes"].insert(0, " and ".join(f"{k} [{ivs[k][0]:.3g}, {ivs[k][1]:.3g}]" if k in ivs else k
                                              for k in unresolved)
-                             + " not resolved (the 95% interval reaches 0, or the fit's bound): a, b, N_opt and D_opt "
+                             + " not resolved (the 95% interval reaches 0 or the fit's bound, or the term moves the "
+                               "loss over the sampled sizes by less than twice the residual RMS): a, b, N_opt and D_opt "
                                "rest on it, so this row is not an estimate")
     return OptimalResult("parametric", params=params, intervals=intervals, budgets=rows, diagnostics=diag)
