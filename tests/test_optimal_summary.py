@@ -108,3 +108,15 @@ def test_an_l_opt_law_with_too_few_optima_reads_not_fitted_not_nan():
     row = next(line for line in OptimalReport("g", [res]).table().splitlines() if line.strip().startswith("isoflop"))
     assert "not fitted" in row and "nan" not in row, row
     assert any("L_opt(C) not fitted" in n for n in res.diagnostics["notes"])
+
+
+def test_an_outlier_whose_interval_takes_in_the_others_is_said_to_differ_within_its_uncertainty():
+    wide = _result("isoflop-parabola", 0.57)
+    wide.intervals["a"] = (-0.18, 1.32)
+    rest = [_result("envelope", 0.29), _result("isoflop-akima", 0.28), _result("parametric", 0.46)]
+    line = OptimalReport("g", [*rest, wide]).agreement()  # the N-axis reproduction's figures
+    assert "isoflop-parabola gives 0.57" in line and "takes in theirs" in line, line
+    narrow = _result("isoflop-parabola", 0.57)
+    narrow.intervals["a"] = (0.5, 0.65)
+    line = OptimalReport("g", [*rest, narrow]).agreement()
+    assert "isoflop-parabola gives 0.57" in line and "takes in theirs" not in line, line

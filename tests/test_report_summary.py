@@ -92,7 +92,8 @@ def test_optimal_row_failed_unidentified_and_numbers(fits):
     number = r"[0-9.e+-]+ \[[0-9.e+-]+, [0-9.e+-]+\]"
     assert re.fullmatch(number, cells["parametric"]), cells["parametric"]
     assert re.fullmatch(number, cells["envelope"]), cells["envelope"]
-    verdict = r"agree within 0\.2 \(.* to .*\)|disagree: \S+ gives \S+, (others .* to .*|the other \S+)"
+    verdict = (r"agree within 0\.2 \(.* to .*\)|disagree: \S+ gives \S+, (others .* to .*|the other \S+)"
+               r"( \(within its own interval\))?")
     assert re.fullmatch(verdict, real[-1]), real[-1]
     assert summary.optimal_row(GROUPS[1], None) == ["real", "sp"] + ["-"] * 7
 
@@ -126,3 +127,19 @@ def test_tables_render_in_markdown(fits, tmp_path):
     md = doc.markdown(tmp_path / "figures", "figures")
     assert "| flat | sp | 5 | 0 | not resolved at D = 800K | - | not given in PAPER.md |" in md
     assert "| flat | sp | FAILED: " in md and "| not identified |" in md
+
+
+def test_the_agreement_cell_keeps_the_numbers_and_says_when_the_outlier_is_within_its_interval():
+    from scalingkit.optimal.result import OptimalReport, OptimalResult
+    from scalingkit.plots.summary import agreement_cell
+
+    def res(method, a, iv=None):
+        return OptimalResult(method, params={"a": a}, intervals={"a": iv} if iv else {},
+                             diagnostics={"n_points": 5, "notes": []})
+
+    rest = [res("envelope", 0.29), res("isoflop-akima", 0.28), res("parametric", 0.46)]
+    assert agreement_cell(OptimalReport("g", [*rest, res("isoflop-parabola", 0.57)])) == \
+        "disagree: isoflop-parabola gives 0.57, others 0.28 to 0.46"
+    assert agreement_cell(OptimalReport("g", [*rest, res("isoflop-parabola", 0.57, (-0.18, 1.32))])) == \
+        "disagree: isoflop-parabola gives 0.57, others 0.28 to 0.46 (within its own interval)"
+    assert agreement_cell(OptimalReport("g", rest)) == "agree within 0.2 (0.28 to 0.46)"

@@ -258,8 +258,13 @@ class OptimalReport:
         telling = [n for n in notes if any(w in n for w in ("not resolved", "staircase", "edge", "clipped", "outside",
                                                             "bound", "left out"))]
         why = (telling or notes or [f"it rests on {r.diagnostics.get('n_points', '?')} points"])[0]
+        iv = r.intervals.get("a")
+        # an outlier whose own interval takes in the others' estimates differs by its noise, not by what it found
+        loose = (iv is not None and all(np.isfinite(iv)) and iv[0] <= others.min() and others.max() <= iv[1])
+        span = (f" (its 95% interval [{iv[0]:.3g}, {iv[1]:.3g}] takes in theirs: a difference within its own "
+                "uncertainty)" if loose else "")
         return (f"methods disagree on a: {r.method} gives {values[far]:.3g}, the others {others.min():.3g} to "
-                f"{others.max():.3g}; {r.method}: {why}")
+                f"{others.max():.3g}{span}; {r.method}: {why}")
 
     def __str__(self) -> str:
         return self.table()

@@ -115,10 +115,11 @@ def agreement_cell(report) -> str:
     m = re.match(r"the \d+ methods agree on a within (\S+) \((.*)\)$", line)
     if m:
         return f"agree within {m[1]} ({m[2]})"
-    m = re.match(r"methods disagree on a: (\S+) gives (\S+), the others (.*?);", line)
+    m = re.match(r"methods disagree on a: (\S+) gives (\S+), the others ([^\s;]+(?: to [^\s;]+)?)( \(its 95% interval)?", line)
     if m:
         lo, _, hi = m[3].partition(" to ")
-        return f"disagree: {m[1]} gives {m[2]}, " + (f"the other {lo}" if lo == hi else f"others {m[3]}")
+        within = " (within its own interval)" if m[4] else ""
+        return f"disagree: {m[1]} gives {m[2]}, " + (f"the other {lo}" if lo == hi else f"others {m[3]}") + within
     return short_failure(line, 80)  # a wording this does not know: its first clause
 
 
