@@ -36,6 +36,7 @@ import numpy as np
 from scalingkit.errors import UserError
 from scalingkit.fit.resolved import at_fitting_bound, unresolved_exponents
 from scalingkit.plots import style
+from scalingkit.plots.style import fmt, with_interval
 
 LOSS_MEANING = {"exact": "exact loss: the family's floor + the mean KL from its true next-token law (no target "
                          "noise)",
@@ -90,30 +91,6 @@ class ReportOutput:
 
 
 # ---------------------------------------------------------------- formatting
-
-
-def fmt(v, digits: int = 4) -> str:
-    if v is None:
-        return "-"
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    if not np.isfinite(x):
-        return "nan" if np.isnan(x) else ("inf" if x > 0 else "-inf")
-    if abs(x) < 1e-12:  # rounding of an exact zero (an envelope on one N has a = 1e-15)
-        return "0"
-    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
-        return f"{x:.{max(digits - 1, 1)}e}"
-    return f"{x:.{digits}g}"
-
-
-def with_interval(v, iv, digits: int = 4) -> str:
-    """'1.23 [1.10, 1.41]'; an estimate with no interval says so."""
-    if iv is None or iv == [] or any(x is None for x in iv):
-        return f"{fmt(v, digits)} (no interval)"
-    lo, hi = iv
-    return f"{fmt(v, digits)} [{fmt(lo, 3)}, {fmt(hi, 3)}]"
 
 
 def _sha(h: str) -> str:

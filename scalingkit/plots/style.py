@@ -237,3 +237,28 @@ def colourbar(fig, sm, ax, label: str, style: str = "count"):
     cb.ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: text(x)))
     cb.ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     return cb
+
+
+# -- numbers in tables (the report and its summary across families) ------------------------------------------
+def fmt(v, digits: int = 4) -> str:
+    if v is None:
+        return "-"
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if not np.isfinite(x):
+        return "nan" if np.isnan(x) else ("inf" if x > 0 else "-inf")
+    if abs(x) < 1e-12:  # rounding of an exact zero (an envelope on one N has a = 1e-15)
+        return "0"
+    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
+        return f"{x:.{max(digits - 1, 1)}e}"
+    return f"{x:.{digits}g}"
+
+
+def with_interval(v, iv, digits: int = 4) -> str:
+    """'1.23 [1.10, 1.41]'; an estimate with no interval says so."""
+    if iv is None or iv == [] or any(x is None for x in iv):
+        return f"{fmt(v, digits)} (no interval)"
+    lo, hi = iv
+    return f"{fmt(v, digits)} [{fmt(lo, 3)}, {fmt(hi, 3)}]"

@@ -12,8 +12,7 @@ import math
 import re
 
 from scalingkit.fit.resolved import at_fitting_bound
-from scalingkit.plots.report import fmt, with_interval
-from scalingkit.plots.style import count_text
+from scalingkit.plots.style import count_text, fmt, with_interval
 
 # The exponent alpha of L(N) the paper reports, by family kind (er, ba, bigram, generated, text). Empty on
 # purpose: ../shared/PAPER.md gives no numeric alpha for any family (only that exponents change monotonically
