@@ -101,7 +101,11 @@ class Checkpointer:
         if not self.path.exists():
             return None
         try:
-            state = torch.load(self.path, map_location=device, weights_only=True)
+            # a damaged file can look like a pickle of another protocol: torch warns about that before it fails,
+            # and the CheckpointIgnored warning below is the one that says what happened
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                state = torch.load(self.path, map_location=device, weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is ignored, with the reason
             self.ignore(f"it cannot be read ({type(exc).__name__}: {_first_line(exc)})")
             return None
