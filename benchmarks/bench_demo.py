@@ -36,7 +36,7 @@ def _resolved(result) -> bool:
 def _terminal_lines(path) -> int:
     """Lines a terminal would show: a progress bar rewrites its line with carriage returns and erases itself."""
     with open(path, encoding="utf-8", errors="replace", newline="") as fh:  # keep the carriage returns
-        text = fh.read()
+        text = fh.read().replace("\r\n", "\n")  # a terminal (and `script`) ends each line with both
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)  # cursor moves and colours of the progress bars
     lines = [line.split("\r")[-1] for line in text.split("\n")]
     return sum(1 for line in lines if line.strip() and not line.startswith("Script "))
