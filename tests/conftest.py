@@ -32,6 +32,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.serial)
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """The figure functions hand their figures to the caller, who closes them; in a test the test is the caller,
+    and figures left open pile up in the worker (matplotlib warns past 20)."""
+    yield
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
+
+
 REPO = Path(__file__).resolve().parents[1]
 SCALINGKIT = [sys.executable, "-m", "scalingkit.cli.main"]
 
