@@ -110,7 +110,7 @@ def test_second_report_reuses_every_saved_result(first):
     linked = set(re.findall(r"\(report-figures/([^)]+)\)", (root / "report.md").read_text()))
     assert {p.name for p in figures.iterdir()} == linked | {"mine.txt"}  # no stray figure of an earlier report
     page = out.read_text()
-    assert page.count("reused (saved earlier, data hash matches)") == 4 and "computed now" not in page
+    assert page.count("reused (saved earlier by this code, data hash matches)") == 4 and "computed now" not in page
     with open(root / "fits" / "index.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 4  # nothing new saved
     print(f"\nreport reusing everything: {time.perf_counter() - t0:.1f} s")
@@ -129,6 +129,33 @@ def test_results_of_other_data_are_not_reused(first, tmp_path):
     # nothing computed: the summary's rows say "-" where their results would be
     assert "<td>er64</td><td>sp</td>" + "<td>-</td>" * 4 + "<td>not given in PAPER.md</td>" in page
     assert "<td>er64</td><td>sp</td>" + "<td>-</td>" * 7 + "</tr>" in page
+
+
+def test_results_of_other_code_or_other_method_settings_are_not_reused(first, tmp_path):
+    """Same data, but the Chinchilla fit saved by other scalingkit code and the compute-optimal analysis run with
+    another envelope rule: neither would be this code's numbers with the report's settings, so neither is reused."""
+    import json
+
+    fits = tmp_path / "fits"
+    shutil.copytree(first["root"] / "fits", fits)
+
+    def edit(prefix, change):
+        path = next(p for p in fits.glob("*.json") if p.name.startswith(prefix))
+        doc = json.loads(path.read_text())
+        change(doc)
+        path.write_text(json.dumps(doc))
+        return path.name
+
+    other_code = edit("chinchilla", lambda d: d["provenance"]["versions"].update(scalingkit_code="0123456789ab"))
+    edit("optimal", lambda d: d["settings"].update(envelope_min_fraction=0.0))
+    proc = run_cli("report", "--store", first["cube"], "--fits", fits, "--out", tmp_path / "r.html", "--no-compute",
+                   "--no-ranks")
+    assert proc.returncode == 0, proc.stderr
+    assert "(2 reused, 2 missing result(s)" in proc.stderr, proc.stderr
+    page = (tmp_path / "r.html").read_text()
+    assert page.count("reused (saved earlier by this code") == 2
+    assert f"({other_code} matches the data but other scalingkit code saved it)" in page
+    assert "missing: scalingkit optimal" in page
 
 
 def test_bad_input_is_a_one_line_error(tmp_path):

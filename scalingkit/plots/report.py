@@ -243,6 +243,22 @@ def _settings(doc: dict) -> dict:
     return (doc.get("provenance") or {}).get("settings") or {}
 
 
+def _method_defaults(saved: dict) -> bool:
+    """Whether a saved compute-optimal analysis ran its methods with the settings the report runs them with (the
+    defaults): `optimal --envelope-min-fraction 0`, say, moves the envelope's a, and such a result is not the
+    report's. Draws, seed and budgets may differ: they set the intervals' precision and where N_opt is read off."""
+    from scalingkit.optimal.pipeline import DEFAULTS
+
+    same = {k: v for k, v in DEFAULTS.items() if k not in ("bootstrap", "seed")}
+    return json.dumps({k: saved.get(k, v) for k, v in same.items()}, sort_keys=True, default=list) == \
+        json.dumps(same, sort_keys=True, default=list)
+
+
+def _code(doc: dict) -> str | None:
+    """The fingerprint of the scalingkit code that saved `doc` (None: saved before fingerprints were recorded)."""
+    return ((doc.get("provenance") or {}).get("versions") or {}).get("scalingkit_code")
+
+
 # ---------------------------------------------------------------- the report
 
 
@@ -267,6 +283,7 @@ class Report:
         self.saved = _load_saved(self.fits_dir)
         self.items: list[Item] = []
         self.versions = package_versions()
+        self.other_code: dict = {}  # (kind, group values) -> a saved result passed over: other code saved it
         self.groups = [{"family": str(f), "param": str(p)}
                        for (f, p), _ in self.table.groupby(["family", "param"], sort=True)]
 
@@ -300,6 +317,17 @@ class Report:
             r.provenance["source"] = self._source(g)
 
     # -- gathering: reuse or compute
+    def _this_code(self, kind: str, g: dict, cands: list) -> list:
+        """The candidates this code saved. One saved by other code (the version number does not change with every
+        edit; a default or a fix may have) is computed again, and the report says why it was passed over."""
+        mine = [c for c in cands if _code(c[1]) == self.versions["scalingkit_code"]]
+        if cands and not mine:
+            self.other_code[(kind, tuple(g.values()))] = cands[0][0].name
+            self.echo(f"report: {cands[0][0].name} ({kind}, {'/'.join(g.values())}) matches the data but was saved "
+                      f"by other scalingkit code ({_code(cands[0][1]) or 'unrecorded'}, this is "
+                      f"{self.versions['scalingkit_code']}): not reused")
+        return mine
+
     def gather(self):
         s = self.settings
         whole = self._cols_1d(self.table)
@@ -324,6 +352,7 @@ class Report:
                  and d.get("provenance", {}).get("data_sha256") in (whole_hash, group_hash)
                  and _settings(d).get("offset", "free") == "free"
                  and any(r.get("provenance", {}).get("group") == g for r in d.get("results", []))]
+        cands = self._this_code("powerlaw", g, cands)
         best = _newest(cands, lambda d: int(_settings(d).get("bootstrap") or 0))
         if best:
             coll = FitCollection.from_dict(best[1])
@@ -354,6 +383,7 @@ class Report:
         h = self._hash_2d(t)
         cands = [(p, d) for p, d in self.saved if d["kind"] == "fit" and d.get("form") == "chinchilla"
                  and d.get("provenance", {}).get("data_sha256") == h and _settings(d).get("offset", "free") == "free"]
+        cands = self._this_code("chinchilla", g, cands)
         best = _newest(cands, lambda d: int(_settings(d).get("bootstrap") or 0))
         if best:
             res = FitResult.from_dict(best[1])
@@ -392,6 +422,7 @@ class Report:
         h = self._hash_2d(t)
         cands = [(p, d) for p, d in self.saved if d["kind"] == "comparison"
                  and d.get("provenance", {}).get("data_sha256") == h]
+        cands = self._this_code("compare", g, cands)
         best = _newest(cands, lambda d: (len(d.get("forms", [])), int((d.get("settings") or {}).get("splits", 0))))
         if best:
             self.echo(f"report: reusing {best[0].name} (compare, {'/'.join(g.values())})")
@@ -440,7 +471,9 @@ class Report:
                      and d.get("provenance", {}).get("data_sha256") == h
                      and d.get("provenance", {}).get("curves_sha256") == ch
                      and (d.get("settings") or {}).get("flops", "6nd") == "6nd"
-                     and (d.get("settings") or {}).get("n_convention") == s.n_convention]
+                     and (d.get("settings") or {}).get("n_convention") == s.n_convention
+                     and _method_defaults(d.get("settings") or {})]
+            cands = self._this_code("optimal", g, cands)
             best = _newest(cands, lambda d: (len((d.get("settings") or {}).get("methods", [])),
                                              int((d.get("settings") or {}).get("bootstrap") or 0)))
             if best:
@@ -574,9 +607,12 @@ class Report:
             prov = i.provenance or {}
             what = {"powerlaw": "1-d power laws (every slice)", "chinchilla": "Chinchilla fit",
                     "compare": "2-d form comparison", "optimal": "compute-optimal methods"}[i.kind]
-            status = {"reused": "reused (saved earlier, data hash matches)",
+            status = {"reused": "reused (saved earlier by this code, data hash matches)",
                       "computed": f"computed now ({i.seconds:.1f} s) and saved",
                       "missing": f"missing: {i.note}", "failed": f"failed: {i.note}"}[i.status]
+            passed_over = self.other_code.get((i.kind, tuple(i.group.values())))
+            if passed_over and i.status != "reused":
+                status += f" ({passed_over} matches the data but other scalingkit code saved it)"
             rows.append([what, i.label, status, i.path.name if i.path else "-", _sha(prov.get("data_sha256", "")),
                          self._settings_text(i)])
         doc.table(["result", "family/param", "status", "file", "data sha256", "settings"], rows,
