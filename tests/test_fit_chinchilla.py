@@ -169,3 +169,17 @@ def test_a_wild_fit_predicts_inf_or_nan_without_a_warning():
         warnings.simplefilter("error")
         y = wild.predict(np.array([1e5, 1e6]), np.array([1e6, 1e7]))
     assert not np.isfinite(y).any()
+
+
+def test_an_offset_on_its_bound_zero_is_said_to_be_unidentified():
+    """No floor known: E is bounded by 0. Runs whose loss is a pure sum of power laws put E there, and the fit says
+    the offset is not identified; the same runs 1.7 nats higher give an E that is an estimate, with no such note."""
+    N, D, L = synthetic(0, sigma=0.0)
+    with_offset = Chinchilla(workers=1).fit(N, D, L)
+    without = Chinchilla(workers=1).fit(N, D, L - 1.7)
+    assert with_offset.params["E"] == pytest.approx(1.7, rel=1e-3)
+    assert "E" not in with_offset.diagnostics.get("at_bound", [])
+    assert not any("lower bound 0" in n for n in with_offset.diagnostics.get("notes", []))
+    assert without.params["E"] < 1e-6
+    assert "E" in without.diagnostics["at_bound"]
+    assert any(n.startswith("E reached its lower bound 0") for n in without.diagnostics["notes"])

@@ -18,6 +18,7 @@ from scalingkit.fit.form2d import Form2D, Estimator2D
 NAMES = ("E", "A", "B", "alpha", "beta")
 HOFFMANN_2022 = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 EPOCH_2024 = {"E": 1.8172, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658}
+AT_ZERO = 1e-6  # E below this fraction of the median loss sits on its bound 0
 AT_FLOOR_RTOL = 1e-6  # E within this of the loss floor counts as on the bound (L-BFGS-B puts it exactly there)
 
 
@@ -234,6 +235,14 @@ class Chinchilla(Estimator2D):
             record_term_sizes(result, N, D, loss)
         floor = self.settings["floor"]
         if floor is None:
+            E = result.params.get("E", np.nan)
+            # no floor known: E's bound is 0. An offset of 0 is no estimate of a loss the runs tend to (data with
+            # any entropy has a positive one): the fit described the sampled range with a pure sum of power laws
+            if result.converged and np.isfinite(E) and E <= AT_ZERO * float(np.median(np.asarray(loss, float))):
+                result.diagnostics.setdefault("at_bound", []).append("E")
+                result.diagnostics.setdefault("notes", []).append(
+                    f"E reached its lower bound 0 (no loss floor is known for these runs): the offset is not "
+                    "identified, and alpha and beta describe the sampled range, not the limit")
             return result
         diag, E = result.diagnostics, result.params["E"]
         fixed = self.settings["offset"] == "floor"
