@@ -146,6 +146,18 @@ def test_results_of_other_code_or_other_method_settings_are_not_reused(first, tm
         path.write_text(json.dumps(doc))
         return path.name
 
+    # `scalingkit optimal` writes the surrogates' settings out in full: its defaults are the report's, and its result
+    # is reused (as make demo's is); the same run with another MLP width is not
+    for hidden, reused in (("256", True), ("64", False)):
+        mine = tmp_path / f"optimal-{hidden}"
+        proc = run_cli("optimal", "--store", first["cube"], "--method", "envelope,isoflop,parametric", "--bootstrap",
+                       "20", "--budget", "1e12", "--mlp-hidden", hidden, "--no-figures", "--out", mine)
+        assert proc.returncode == 0, proc.stderr
+        proc = run_cli("report", "--store", first["cube"], "--fits", mine, "--out", tmp_path / "o.html",
+                       "--no-compute", "--no-ranks", "--force")
+        assert proc.returncode == 0, proc.stderr
+        assert ("(1 reused, 3 missing" if reused else "(4 missing") in proc.stderr, proc.stderr
+
     other_code = edit("chinchilla", lambda d: d["provenance"]["versions"].update(scalingkit_code="0123456789ab"))
     edit("optimal", lambda d: d["settings"].update(envelope_min_fraction=0.0))
     proc = run_cli("report", "--store", first["cube"], "--fits", fits, "--out", tmp_path / "r.html", "--no-compute",

@@ -247,11 +247,22 @@ def _method_defaults(saved: dict) -> bool:
     """Whether a saved compute-optimal analysis ran its methods with the settings the report runs them with (the
     defaults): `optimal --envelope-min-fraction 0`, say, moves the envelope's a, and such a result is not the
     report's. Draws, seed and budgets may differ: they set the intervals' precision and where N_opt is read off."""
+    from scalingkit.errors import UserError
+    from scalingkit.fit.surrogates import KernelSurrogate, MLPSurrogate
     from scalingkit.optimal.pipeline import DEFAULTS
 
-    same = {k: v for k, v in DEFAULTS.items() if k not in ("bootstrap", "seed")}
-    return json.dumps({k: saved.get(k, v) for k, v in same.items()}, sort_keys=True, default=list) == \
-        json.dumps(same, sort_keys=True, default=list)
+    same = {k: v for k, v in DEFAULTS.items() if k not in ("bootstrap", "seed", "mlp", "kernel")}
+    if json.dumps({k: saved.get(k, v) for k, v in same.items()}, sort_keys=True, default=list) != \
+            json.dumps(same, sort_keys=True, default=list):
+        return False
+    # the surrogates' settings as their estimators resolve them: `optimal` writes its defaults out in full
+    for name, cls in (("mlp", MLPSurrogate), ("kernel", KernelSurrogate)):
+        try:
+            if cls(**(saved.get(name) or {})).get_settings() != cls().get_settings():
+                return False
+        except (UserError, TypeError, ValueError):
+            return False
+    return True
 
 
 def _code(doc: dict) -> str | None:
