@@ -109,7 +109,8 @@ def report(store_path, out, markdown, force, fits_dir, n_convention, loss_kind, 
     (exponents against entropy) and Fig. 3 (ranks); every number with its 95% interval and provenance.
 
     Saved results (fits/ beside the store) whose data hash matches the store's data, saved by this scalingkit
-    code, are reused; only the missing ones are computed, with the settings given here, and saved. The page says which were reused and which computed.
+    code, are reused; only the missing ones are computed, with the settings given here, and saved. The page says
+    which were reused and which computed.
 
     \b
     Example:
