@@ -32,11 +32,12 @@ def unresolved_exponents(result) -> list[str]:
     over the sampled sizes by less than twice the residual RMS."""
     if result.form not in ("chinchilla", "kaplan"):
         return []
-    out = []
-    for name in ("alpha", "beta"):
-        iv = result.intervals.get(name)
-        if name in result.params and (name in result.diagnostics.get("at_bound", []) or
-                                      (iv is not None and iv[0] is not None and iv[0] <= 0)
-                                      or term_too_small(result, name)):
-            out.append(name)
-    return out
+    return [name for name in ("alpha", "beta") if name in result.params and exponent_unresolved(result, name)]
+
+
+def exponent_unresolved(result, name: str, interval=None) -> bool:
+    """One exponent of a 2-d law, by the rules of unresolved_exponents; `interval` replaces the fit's own (the
+    compute-optimal parametric method judges by its bootstrap's)."""
+    iv = interval if interval is not None else result.intervals.get(name)
+    return (name in result.diagnostics.get("at_bound", []) or (iv is not None and iv[0] is not None and iv[0] <= 0)
+            or term_too_small(result, name))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scalingkit.fit.resolved import term_too_small
+from scalingkit.fit.resolved import exponent_unresolved
 from scalingkit.optimal.inputs import Inputs
 from scalingkit.optimal.result import OptimalResult, failed
 
@@ -87,8 +87,8 @@ def parametric(inputs: Inputs, budgets, *, bootstrap=200, seed=0, confidence=0.9
         # by the runs, and a, b, N_opt and D_opt all rest on it (fit/resolved.py reads the 2-d fits the same way)
         ends = bs.percentile_interval(draw_params[:, 3:5], alpha)
         diag["exponent_intervals"] = {k: (float(ends[0][i]), float(ends[1][i])) for i, k in enumerate(("alpha", "beta"))}
-    unresolved = [k for k in ("alpha", "beta") if k in fit.diagnostics.get("at_bound", [])
-                  or diag.get("exponent_intervals", {}).get(k, (1.0,))[0] <= 0 or term_too_small(fit, k)]
+    unresolved = [k for k in ("alpha", "beta")
+                  if exponent_unresolved(fit, k, diag.get("exponent_intervals", {}).get(k))]
     rows = []
     for j, c in enumerate(np.atleast_1d(budgets)):
         k = len(names) + 3 * j
